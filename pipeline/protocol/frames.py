@@ -1,0 +1,243 @@
+"""Wire codec for Appendix B: DATA frames (B.2) and control frames (B.3).
+
+Control frames are typed msgspec Structs tagged by ``t``; decoding is strict
+about types (``"10"`` is not an int) and lenient about unknown fields, which
+B.3 requires to be ignored.  Struct fields are declared in the order the
+appendix's vectors use, so a decoded frame without unknown fields re-encodes
+byte-for-byte.
+
+DATA frame layout (all big-endian)::
+
+    0      1      2             4             8             12                    20            24
+    +------+------+-------------+-------------+-------------+---------------------+-------------+----------
+    | kind | flags| header_len  |  file_id    | chunk_index |        seq          |   length    | payload..
+    +------+------+-------------+-------------+-------------+---------------------+-------------+----------
+     0x01   bit0=LAST  >= 24                                                          == len(payload) > 0
+
+Every decode failure raises :class:`RemoteProtocolError` with the code the
+appendix names (``protocol`` or ``version``); nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Annotated, Final, Literal, NamedTuple
+
+import msgspec
+
+from .errors import RemoteProtocolError
+
+PROTOCOL_VERSION: Final = 1
+MAX_CONTROL_FRAME: Final = 65536
+DEFAULT_MAX_MESSAGE_SIZE: Final = 65536  # RFC 8841: when a side advertises none
+MAX_SACK_RANGES: Final = 64
+
+KIND_DATA: Final = 0x01
+FLAG_LAST: Final = 0x01
+DATA_HEADER: Final = struct.Struct(">BBHIIQI")
+DATA_HEADER_LEN: Final = DATA_HEADER.size  # 24
+
+U32 = Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)]
+U64 = Annotated[int, msgspec.Meta(ge=0)]  # msgspec bounds must fit int64
+Count = Annotated[int, msgspec.Meta(ge=0, lt=2**53)]
+Size = Annotated[int, msgspec.Meta(ge=0, lt=2**53)]
+Positive = Annotated[int, msgspec.Meta(ge=1, lt=2**53)]
+Sha256Hex = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+Role = Literal["sender", "receiver"]
+SeqRange = tuple[U64, U64]
+
+
+class _Frame(msgspec.Struct, tag_field="t", omit_defaults=True, kw_only=True, frozen=True):
+    """Base of every control frame."""
+
+
+class Hello(_Frame, tag="hello", kw_only=True):
+    v: int
+    role: Role
+    session: str
+    max_message_size: Positive
+    agent: str | None = None
+    features: list[str] | None = None
+    resume: bool = False
+
+
+class FileEntry(msgspec.Struct, omit_defaults=True, kw_only=True, frozen=True):
+    id: U32
+    path: str
+    size: Size
+    mtime_ns: int | None = None
+    mode: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    sha256: Sha256Hex | None = None
+
+
+class Manifest(_Frame, tag="manifest", kw_only=True):
+    part: Count
+    last: bool
+    chunk_size: Positive
+    total_files: Count | None = None
+    total_bytes: Size | None = None
+    files: list[FileEntry]
+
+
+class Accept(_Frame, tag="accept", kw_only=True):
+    window: Positive | None = None
+
+
+class Reject(_Frame, tag="reject", kw_only=True):
+    code: str
+    message: str
+
+
+class Ack(_Frame, tag="ack", kw_only=True):
+    cum: U64
+    sack: list[SeqRange] | None = None
+
+
+class FileEnd(_Frame, tag="file_end", kw_only=True):
+    id: U32
+    size: Size
+    chunks: Count
+    sha256: Sha256Hex
+
+
+class FileResult(_Frame, tag="file_result", kw_only=True):
+    id: U32
+    status: Literal["verified", "mismatch", "io_error"]
+    sha256: Sha256Hex | None
+
+
+class Done(_Frame, tag="done", kw_only=True):
+    files: Count
+    bytes: Size
+
+
+class DoneAck(_Frame, tag="done_ack", kw_only=True):
+    verified: Count
+    failed: Count
+
+
+class Resume(_Frame, tag="resume", kw_only=True):
+    cum: U64
+    sack: list[SeqRange] | None = None
+
+
+class Cancel(_Frame, tag="cancel", kw_only=True):
+    code: str
+    message: str
+
+
+class Error(_Frame, tag="error", kw_only=True):
+    code: str
+    message: str
+
+
+ControlFrame = (
+    Hello
+    | Manifest
+    | Accept
+    | Reject
+    | Ack
+    | FileEnd
+    | FileResult
+    | Done
+    | DoneAck
+    | Resume
+    | Cancel
+    | Error
+)
+
+_decoder: Final = msgspec.json.Decoder(ControlFrame)
+_encoder: Final = msgspec.json.Encoder()
+
+
+def _check_sack(sack: list[SeqRange] | None, cum: int) -> None:
+    if sack is None:
+        return
+    if len(sack) > MAX_SACK_RANGES:
+        raise RemoteProtocolError("protocol", f"sack has {len(sack)} ranges, at most 64 allowed")
+    previous_end = cum
+    for first, end in sack:
+        if not first < end:
+            raise RemoteProtocolError("protocol", f"sack range [{first}, {end}) is empty")
+        if first <= previous_end:
+            # Ranges lie beyond cum, ascending and non-overlapping (touching
+            # ranges would be one range, so they are refused too).
+            raise RemoteProtocolError("protocol", "sack ranges must be ascending, disjoint and beyond cum")
+        previous_end = end
+
+
+def decode_control(text: str | bytes) -> ControlFrame:
+    """Decode one control frame (a DataChannel text message)."""
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    if len(raw) > MAX_CONTROL_FRAME:
+        raise RemoteProtocolError("protocol", f"control frame of {len(raw)} bytes exceeds 65536")
+    try:
+        frame = _decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise RemoteProtocolError("protocol", f"bad control frame: {exc}") from None
+    if isinstance(frame, Hello) and frame.v != PROTOCOL_VERSION:
+        raise RemoteProtocolError("version", f"protocol version {frame.v} is not supported (we speak 1)")
+    if isinstance(frame, Ack | Resume):
+        _check_sack(frame.sack, frame.cum)
+    if isinstance(frame, Manifest) and frame.part == 0:
+        if frame.total_files is None or frame.total_bytes is None:
+            raise RemoteProtocolError("protocol", "manifest part 0 lacks total_files or total_bytes")
+    return frame
+
+
+def encode_control(frame: ControlFrame) -> str:
+    """Encode a control frame as the compact JSON text sent on the channel."""
+    return _encoder.encode(frame).decode("utf-8")
+
+
+def control_size(frame: ControlFrame | FileEntry) -> int:
+    """Encoded size in bytes (used to page manifests under 65536)."""
+    return len(_encoder.encode(frame))
+
+
+class DataFrame(NamedTuple):
+    file_id: int
+    chunk_index: int
+    seq: int
+    last: bool
+    payload: memoryview
+
+
+def decode_data(message: bytes | bytearray | memoryview) -> DataFrame:
+    """Parse and validate a DATA frame; the payload is a view, not a copy."""
+    view = memoryview(message)
+    if len(view) < DATA_HEADER_LEN:
+        raise RemoteProtocolError("protocol", f"DATA frame of {len(view)} bytes is shorter than its header")
+    kind, flags, header_len, file_id, chunk_index, seq, length = DATA_HEADER.unpack_from(view)
+    if kind != KIND_DATA:
+        raise RemoteProtocolError("protocol", f"unknown binary frame kind 0x{kind:02x}")
+    if flags & ~FLAG_LAST:
+        raise RemoteProtocolError("protocol", f"reserved DATA flag bits set (0x{flags:02x})")
+    if header_len < DATA_HEADER_LEN:
+        raise RemoteProtocolError("protocol", f"DATA header_len {header_len} is below 24")
+    if header_len > len(view):
+        raise RemoteProtocolError("protocol", f"DATA header_len {header_len} exceeds the message")
+    if length == 0:
+        raise RemoteProtocolError("protocol", "DATA frame with an empty payload")
+    if length != len(view) - header_len:
+        raise RemoteProtocolError(
+            "protocol", f"DATA length field {length} != payload bytes {len(view) - header_len}"
+        )
+    return DataFrame(file_id, chunk_index, seq, bool(flags & FLAG_LAST), view[header_len:])
+
+
+def pack_data_header_into(
+    buffer: memoryview | bytearray, offset: int, file_id: int, chunk_index: int, seq: int, last: bool, length: int
+) -> None:
+    """Write a version-1 DATA header in place (the payload follows it)."""
+    DATA_HEADER.pack_into(
+        buffer, offset, KIND_DATA, FLAG_LAST if last else 0, DATA_HEADER_LEN, file_id, chunk_index, seq, length
+    )
+
+
+def encode_data(file_id: int, chunk_index: int, seq: int, last: bool, payload: bytes | memoryview) -> bytes:
+    """Build a whole DATA frame as ``bytes`` (what ``RTCDataChannel.send`` accepts)."""
+    header = DATA_HEADER.pack(
+        KIND_DATA, FLAG_LAST if last else 0, DATA_HEADER_LEN, file_id, chunk_index, seq, len(payload)
+    )
+    return header + bytes(payload)
