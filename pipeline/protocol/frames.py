@@ -38,20 +38,23 @@ DATA_HEADER: Final = struct.Struct(">BBHIIQI")
 DATA_HEADER_LEN: Final = DATA_HEADER.size  # 24
 
 U32 = Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)]
-U64 = Annotated[int, msgspec.Meta(ge=0)]  # msgspec bounds must fit int64
+U64 = Annotated[int, msgspec.Meta(ge=0)]  # msgspec bounds must fit int64; _check_sack caps at 2^64
+I64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 Count = Annotated[int, msgspec.Meta(ge=0, lt=2**53)]
 Size = Annotated[int, msgspec.Meta(ge=0, lt=2**53)]
 Positive = Annotated[int, msgspec.Meta(ge=1, lt=2**53)]
 Sha256Hex = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
 Role = Literal["sender", "receiver"]
 SeqRange = tuple[U64, U64]
+# seq is a u64 on the wire, so ``cum`` and a SACK ``end`` (exclusive) reach 2^64 at most.
+SEQ_END_LIMIT: Final = 2**64
 
 
 class _Frame(msgspec.Struct, tag_field="t", omit_defaults=True, kw_only=True, frozen=True):
     """Base of every control frame."""
 
 
-class Hello(_Frame, tag="hello", kw_only=True):
+class Hello(_Frame, tag="hello", kw_only=True, frozen=True):
     v: int
     role: Role
     session: str
@@ -65,12 +68,13 @@ class FileEntry(msgspec.Struct, omit_defaults=True, kw_only=True, frozen=True):
     id: U32
     path: str
     size: Size
-    mtime_ns: int | None = None
-    mode: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    # Bounded so a hostile value cannot overflow os.utime/os.chmod on the receiver.
+    mtime_ns: I64 | None = None
+    mode: U32 | None = None
     sha256: Sha256Hex | None = None
 
 
-class Manifest(_Frame, tag="manifest", kw_only=True):
+class Manifest(_Frame, tag="manifest", kw_only=True, frozen=True):
     part: Count
     last: bool
     chunk_size: Positive
@@ -79,54 +83,54 @@ class Manifest(_Frame, tag="manifest", kw_only=True):
     files: list[FileEntry]
 
 
-class Accept(_Frame, tag="accept", kw_only=True):
+class Accept(_Frame, tag="accept", kw_only=True, frozen=True):
     window: Positive | None = None
 
 
-class Reject(_Frame, tag="reject", kw_only=True):
+class Reject(_Frame, tag="reject", kw_only=True, frozen=True):
     code: str
     message: str
 
 
-class Ack(_Frame, tag="ack", kw_only=True):
+class Ack(_Frame, tag="ack", kw_only=True, frozen=True):
     cum: U64
     sack: list[SeqRange] | None = None
 
 
-class FileEnd(_Frame, tag="file_end", kw_only=True):
+class FileEnd(_Frame, tag="file_end", kw_only=True, frozen=True):
     id: U32
     size: Size
     chunks: Count
     sha256: Sha256Hex
 
 
-class FileResult(_Frame, tag="file_result", kw_only=True):
+class FileResult(_Frame, tag="file_result", kw_only=True, frozen=True):
     id: U32
     status: Literal["verified", "mismatch", "io_error"]
     sha256: Sha256Hex | None
 
 
-class Done(_Frame, tag="done", kw_only=True):
+class Done(_Frame, tag="done", kw_only=True, frozen=True):
     files: Count
     bytes: Size
 
 
-class DoneAck(_Frame, tag="done_ack", kw_only=True):
+class DoneAck(_Frame, tag="done_ack", kw_only=True, frozen=True):
     verified: Count
     failed: Count
 
 
-class Resume(_Frame, tag="resume", kw_only=True):
+class Resume(_Frame, tag="resume", kw_only=True, frozen=True):
     cum: U64
     sack: list[SeqRange] | None = None
 
 
-class Cancel(_Frame, tag="cancel", kw_only=True):
+class Cancel(_Frame, tag="cancel", kw_only=True, frozen=True):
     code: str
     message: str
 
 
-class Error(_Frame, tag="error", kw_only=True):
+class Error(_Frame, tag="error", kw_only=True, frozen=True):
     code: str
     message: str
 
@@ -151,6 +155,8 @@ _encoder: Final = msgspec.json.Encoder()
 
 
 def _check_sack(sack: list[SeqRange] | None, cum: int) -> None:
+    if cum > SEQ_END_LIMIT:
+        raise RemoteProtocolError("protocol", f"cum {cum} exceeds 2^64")
     if sack is None:
         return
     if len(sack) > MAX_SACK_RANGES:
@@ -159,29 +165,44 @@ def _check_sack(sack: list[SeqRange] | None, cum: int) -> None:
     for first, end in sack:
         if not first < end:
             raise RemoteProtocolError("protocol", f"sack range [{first}, {end}) is empty")
-        if first <= previous_end:
-            # Ranges lie beyond cum, ascending and non-overlapping (touching
-            # ranges would be one range, so they are refused too).
+        if first < previous_end:
+            # Ranges start at or beyond cum (the frame at cum is not covered by
+            # cum), ascending and non-overlapping; see docs/protocol.md.
             raise RemoteProtocolError("protocol", "sack ranges must be ascending, disjoint and beyond cum")
         previous_end = end
+    if previous_end > SEQ_END_LIMIT:
+        raise RemoteProtocolError("protocol", f"sack end {previous_end} exceeds 2^64")
 
 
 def decode_control(text: str | bytes) -> ControlFrame:
     """Decode one control frame (a DataChannel text message)."""
-    raw = text.encode("utf-8") if isinstance(text, str) else text
+    try:
+        raw = text.encode("utf-8") if isinstance(text, str) else text
+    except UnicodeEncodeError:
+        # A str holding lone surrogates cannot have come off the wire as UTF-8.
+        raise RemoteProtocolError("protocol", "control frame is not valid Unicode") from None
     if len(raw) > MAX_CONTROL_FRAME:
         raise RemoteProtocolError("protocol", f"control frame of {len(raw)} bytes exceeds 65536")
     try:
-        frame = _decoder.decode(raw)
+        frame: ControlFrame = _decoder.decode(raw)
     except msgspec.DecodeError as exc:
         raise RemoteProtocolError("protocol", f"bad control frame: {exc}") from None
+    except UnicodeDecodeError:
+        # msgspec 0.22 reports invalid UTF-8 this way, not as a DecodeError.
+        raise RemoteProtocolError("protocol", "control frame is not valid UTF-8") from None
+    except RecursionError:
+        # Deeply nested arrays/objects (e.g. in an unknown field) fit in 64 KiB.
+        raise RemoteProtocolError("protocol", "control frame nests too deeply") from None
     if isinstance(frame, Hello) and frame.v != PROTOCOL_VERSION:
         raise RemoteProtocolError("version", f"protocol version {frame.v} is not supported (we speak 1)")
     if isinstance(frame, Ack | Resume):
         _check_sack(frame.sack, frame.cum)
-    if isinstance(frame, Manifest) and frame.part == 0:
-        if frame.total_files is None or frame.total_bytes is None:
-            raise RemoteProtocolError("protocol", "manifest part 0 lacks total_files or total_bytes")
+    if (
+        isinstance(frame, Manifest)
+        and frame.part == 0
+        and (frame.total_files is None or frame.total_bytes is None)
+    ):
+        raise RemoteProtocolError("protocol", "manifest part 0 lacks total_files or total_bytes")
     return frame
 
 

@@ -1,0 +1,428 @@
+"""Receiver state machine (Appendix A.2, B.3-B.6).
+
+::
+
+    HELLO ──sender hello──► MANIFEST ──last part, valid──► DECIDING ──accept()──► RECEIVING ──done──► FINISHING
+                                │                            │                                       │
+                                └─bad manifest/path─► failed └─reject()──► rejected    every verdict ─┴─► completed
+    any state: cancel / error frame, local fail, abort ──► cancelled | failed | no_route
+
+Acknowledgement (B.5).  ``cum`` advances over a frame only when the shell
+reports ``chunk_stored`` - the writer has written it and the hasher has hashed
+it, so its ring slot is free again.  That is stricter than "handed to the
+writer" and is what bounds the receiver's ring: together with the sender's
+window (``seq < cum + W``) at most ``W`` frames occupy slots at any time.
+``sack`` lists every frame received at or beyond ``cum`` (received, maybe not
+stored yet), so the sender never retransmits what is merely queued.
+
+Hashing order: chunks are handed to the hasher (``HashChunk``) strictly in
+file byte order; a chunk that arrives early (unordered channel, retransmission)
+waits in ``_hash_waiting`` - bounded by the window.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .errors import ErrorCode, RemoteProtocolError
+from .events import (
+    DiscardFile,
+    FileVerdict,
+    FinalizeFile,
+    HashChunk,
+    HashEnd,
+    ManifestReady,
+    OpenFile,
+    StoreChunk,
+)
+from .frames import (
+    MAX_SACK_RANGES,
+    PROTOCOL_VERSION,
+    Accept,
+    Ack,
+    ControlFrame,
+    DataFrame,
+    Done,
+    DoneAck,
+    Error,
+    FileEnd,
+    FileEntry,
+    FileResult,
+    Hello,
+    Manifest,
+    Reject,
+    Resume,
+    SeqRange,
+)
+from .machine import MachineBase
+from .manifest import ManifestAssembler, chunk_count, chunk_length
+from .outcome import Outcome
+
+
+class ReceiverState(enum.Enum):
+    HELLO = "hello"
+    MANIFEST = "manifest"
+    DECIDING = "deciding"
+    RECEIVING = "receiving"
+    FINISHING = "finishing"
+
+
+@dataclass(slots=True)
+class _FileProgress:
+    chunks: int
+    received: bytearray  # one byte per chunk: 1 once received
+    next_hash: int = 0
+    opened: bool = False
+
+
+def seq_ranges(seqs: set[int], limit: int = MAX_SACK_RANGES) -> list[SeqRange]:
+    """Collapse a set of sequence numbers into at most ``limit`` ascending [first, end) ranges."""
+    ranges: list[SeqRange] = []
+    for seq in sorted(seqs):
+        if ranges and ranges[-1][1] == seq:
+            ranges[-1] = (ranges[-1][0], seq + 1)
+        elif len(ranges) == limit:
+            break
+        else:
+            ranges.append((seq, seq + 1))
+    return ranges
+
+
+class ReceiverMachine(MachineBase):
+    role = "receiver"
+
+    def __init__(
+        self,
+        session: str,
+        *,
+        max_message_size: int,
+        window: int,
+        ack_interval: float = 0.2,
+        max_files: int = 1_000_000,
+        agent: str | None = None,
+    ) -> None:
+        super().__init__(session, max_message_size)
+        self.window = window
+        self.ack_interval = ack_interval
+        self.ack_every = max(1, window // 4)
+        self.max_files = max_files
+        self.agent = agent
+        self.state = ReceiverState.HELLO
+        self.files: tuple[FileEntry, ...] = ()
+        self.chunk_size = 0
+        self.total_bytes = 0
+        self.total_chunks = 0
+        self._assembler: ManifestAssembler | None = None
+        self._reoffer: ManifestAssembler | None = None
+        self._progress: dict[int, _FileProgress] = {}
+        # Flow control.
+        self.cum = 0
+        self._beyond: dict[int, tuple[int, int]] = {}  # seq >= cum received -> (file, chunk)
+        self._stored: set[int] = set()  # seq >= cum written and hashed
+        self._hash_waiting: dict[tuple[int, int], int] = {}  # (file, chunk) -> seq
+        self._highest_seen = -1
+        self._last_ack_cum = 0
+        self._ack_due: float | None = None
+        # Completion.
+        self._file_ends: dict[int, FileEnd] = {}
+        self._digests: dict[int, str] = {}
+        self._finalizing: set[int] = set()
+        self.verdicts: dict[int, str] = {}
+        self._done: Done | None = None
+        self.link_up = True
+        # Counters.
+        self.bytes_received = 0
+        self.bytes_stored = 0
+        self.duplicates = 0
+
+    # -- inputs from the shell ---------------------------------------------------
+
+    def start(self, now: float) -> None:
+        if self.terminal:
+            return
+        self._send(self._hello(resume=False))
+
+    def link_lost(self, now: float) -> None:
+        if self.terminal:
+            return
+        self.link_up = False
+        self._ack_due = None
+
+    def reconnected(self, now: float) -> None:
+        """New channel after a loss: hello with resume, then what we hold (A.3, C.5)."""
+        if self.terminal:
+            return
+        self.link_up = True
+        self._send(self._hello(resume=True))
+        self._send(Resume(cum=self.cum, sack=seq_ranges(set(self._beyond)) or None))
+        self._last_ack_cum = self.cum
+
+    def accept(self, now: float) -> None:
+        """The user (or ``--yes``) accepted the manifest: open the trust gate (C.4)."""
+        if self.terminal:
+            return
+        if self.state is not ReceiverState.DECIDING:
+            raise RuntimeError(f"accept() in state {self.state.value}")
+        self.state = ReceiverState.RECEIVING
+        self._send(Accept(window=self.window))
+
+    def reject(self, code: str, message: str) -> None:
+        if self.terminal:
+            return
+        self._send(Reject(code=code, message=message))
+        self._terminate(Outcome.REJECTED, code, message, by_peer=False)
+
+    def chunk_stored(self, seq: int, now: float) -> None:
+        """The writer wrote and the hasher hashed frame ``seq``; its slot is free."""
+        if self.terminal:
+            return
+        held = self._beyond.get(seq)
+        if held is None or seq in self._stored:
+            raise RuntimeError(f"chunk_stored({seq}) for a frame not held")
+        self._stored.add(seq)
+        self.bytes_stored += chunk_length(self.files[held[0]].size, self.chunk_size, held[1])
+        while self.cum in self._stored:
+            self._stored.discard(self.cum)
+            del self._beyond[self.cum]
+            self.cum += 1
+        if self.cum - self._last_ack_cum >= self.ack_every or self.cum == self.total_chunks:
+            self._send_ack()
+        elif self._ack_due is None:
+            self._ack_due = now + self.ack_interval
+
+    def file_digest(self, file_id: int, sha256: str, now: float) -> None:
+        """The hasher's digest of ``file_id`` (every byte, in order)."""
+        if self.terminal:
+            return
+        self._digests[file_id] = sha256
+        self._maybe_verify(file_id)
+
+    def file_finalized(self, file_id: int, now: float) -> None:
+        """The writer renamed the verified file to its final name."""
+        if self.terminal:
+            return
+        self._finalizing.discard(file_id)
+        self._verdict(file_id, "verified", self._digests[file_id])
+        self._maybe_done_ack()
+
+    def file_failed(self, file_id: int | None, code: ErrorCode, message: str) -> None:
+        """The writer could not store or finalize a file (disk full, permissions...)."""
+        if self.terminal:
+            return
+        if file_id is not None and file_id < len(self.files) and file_id not in self.verdicts:
+            self._verdict(file_id, "io_error", None)
+            self._outbox.append(DiscardFile(file_id))
+        self.fail(code, message)
+
+    def next_timer(self) -> float | None:
+        return None if self.terminal or not self.link_up else self._ack_due
+
+    def handle_timer(self, now: float) -> None:
+        if self._ack_due is not None and now >= self._ack_due and not self.terminal:
+            self._send_ack()
+
+    @property
+    def files_done(self) -> int:
+        return len(self.verdicts)
+
+    # -- frames from the peer ----------------------------------------------------
+
+    def _on_control(self, frame: ControlFrame, now: float) -> None:
+        if self._on_peer_stop(frame):
+            return
+        match frame:
+            case Hello():
+                self._check_hello(frame, "sender")
+                if self.state is ReceiverState.HELLO:
+                    self.state = ReceiverState.MANIFEST
+                    limit = self.frame_limit - 24
+                    self._assembler = ManifestAssembler(max_chunk_size=limit, max_files=self.max_files)
+                elif not frame.resume:
+                    raise RemoteProtocolError("protocol", "a second hello without resume")
+            case Manifest() if self.state is ReceiverState.MANIFEST:
+                self._on_manifest_part(frame)
+            case Manifest() if self.state in (ReceiverState.DECIDING, ReceiverState.RECEIVING):
+                self._on_reoffer(frame)
+            case FileEnd() if self.state in (ReceiverState.RECEIVING, ReceiverState.FINISHING):
+                self._on_file_end(frame)
+            case Done() if self.state is ReceiverState.RECEIVING:
+                self._on_done(frame)
+            case Done() if self.state is ReceiverState.FINISHING and frame == self._done:
+                pass  # resent after a reconnect or a timeout; done_ack follows the last verdict
+            case _:
+                raise RemoteProtocolError(
+                    "protocol", f"unexpected {type(frame).__name__.lower()} frame in state {self.state.value}"
+                )
+
+    def _on_manifest_part(self, frame: Manifest) -> None:
+        assert self._assembler is not None
+        files = self._assembler.add(frame)
+        if files is None:
+            return
+        self.files = files
+        self.chunk_size = frame.chunk_size
+        self.total_bytes = sum(f.size for f in files)
+        self._progress = {}
+        self.total_chunks = sum(chunk_count(f.size, self.chunk_size) for f in files)
+        self.state = ReceiverState.DECIDING
+        self._outbox.append(ManifestReady(files, self.chunk_size, self.total_bytes))
+
+    def _on_reoffer(self, frame: Manifest) -> None:
+        """The sender offered again after a reconnect; it must be the same offer."""
+        if frame.part == 0:
+            self._reoffer = ManifestAssembler(max_chunk_size=self.frame_limit - 24, max_files=self.max_files)
+        if self._reoffer is None:
+            raise RemoteProtocolError("protocol", "manifest part without part 0")
+        files = self._reoffer.add(frame)
+        if files is None:
+            return
+        self._reoffer = None
+        if files != self.files or frame.chunk_size != self.chunk_size:
+            raise RemoteProtocolError("bad_manifest", "the manifest changed across a reconnect")
+        if self.state is ReceiverState.RECEIVING:
+            self._send(Accept(window=self.window))  # our accept was lost with the old channel
+
+    def _on_data(self, frame: DataFrame, now: float) -> None:
+        if self.state not in (ReceiverState.RECEIVING, ReceiverState.FINISHING):
+            raise RemoteProtocolError("protocol", f"DATA frame before accept (state {self.state.value})")
+        seq = frame.seq
+        if frame.file_id >= len(self.files):
+            raise RemoteProtocolError("protocol", f"DATA for file {frame.file_id}, manifest has {len(self.files)}")
+        entry = self.files[frame.file_id]
+        progress = self._progress.get(frame.file_id)
+        if progress is None:
+            count = chunk_count(entry.size, self.chunk_size)
+            progress = self._progress[frame.file_id] = _FileProgress(count, bytearray(count))
+        if frame.chunk_index >= progress.chunks:
+            raise RemoteProtocolError(
+                "protocol", f"chunk {frame.chunk_index} of file {frame.file_id} beyond its {progress.chunks} chunks"
+            )
+        expected = chunk_length(entry.size, self.chunk_size, frame.chunk_index)
+        if len(frame.payload) != expected:
+            raise RemoteProtocolError("protocol", f"chunk of {len(frame.payload)} bytes where {expected} expected")
+        if frame.last != (frame.chunk_index == progress.chunks - 1):
+            raise RemoteProtocolError("protocol", "LAST flag does not match the file's final chunk")
+        if seq < self.cum or seq in self._beyond:
+            self.duplicates += 1  # B.5: drop silently, acknowledge again
+            self._send_ack()
+            return
+        if self.state is ReceiverState.FINISHING:
+            raise RemoteProtocolError("protocol", "new DATA after done")
+        if progress.received[frame.chunk_index]:
+            raise RemoteProtocolError("protocol", f"chunk {frame.chunk_index} of file {frame.file_id} sent under two seqs")
+        if seq >= self.cum + self.window or seq >= self.total_chunks:
+            raise RemoteProtocolError("protocol", f"DATA seq {seq} outside the window [{self.cum}, {self.cum + self.window})")
+        progress.received[frame.chunk_index] = 1
+        self._beyond[seq] = (frame.file_id, frame.chunk_index)
+        self.bytes_received += expected
+        if not progress.opened:
+            progress.opened = True
+            self._outbox.append(OpenFile(frame.file_id))
+        self._outbox.append(
+            StoreChunk(seq, frame.file_id, frame.chunk_index, frame.chunk_index * self.chunk_size, frame.payload)
+        )
+        self._hash_in_order(frame.file_id, frame.chunk_index, seq, progress)
+        gap = seq > self._highest_seen + 1
+        self._highest_seen = max(self._highest_seen, seq)
+        if gap:
+            self._send_ack()
+        elif self._ack_due is None:
+            self._ack_due = now + self.ack_interval
+
+    def _hash_in_order(self, file_id: int, chunk_index: int, seq: int, progress: _FileProgress) -> None:
+        if chunk_index != progress.next_hash:
+            self._hash_waiting[(file_id, chunk_index)] = seq
+            return
+        self._outbox.append(HashChunk(seq, file_id))
+        progress.next_hash += 1
+        while (file_id, progress.next_hash) in self._hash_waiting:
+            waiting = self._hash_waiting.pop((file_id, progress.next_hash))
+            self._outbox.append(HashChunk(waiting, file_id))
+            progress.next_hash += 1
+        if progress.next_hash == progress.chunks:
+            self._outbox.append(HashEnd(file_id))
+
+    def _on_file_end(self, frame: FileEnd) -> None:
+        if frame.id >= len(self.files):
+            raise RemoteProtocolError("protocol", f"file_end for unknown file {frame.id}")
+        entry = self.files[frame.id]
+        chunks = chunk_count(entry.size, self.chunk_size)
+        if frame.size != entry.size or frame.chunks != chunks:
+            raise RemoteProtocolError(
+                "protocol", f"file_end for {entry.path}: {frame.size} bytes/{frame.chunks} chunks, manifest says {entry.size}/{chunks}"
+            )
+        known = self._file_ends.get(frame.id)
+        if known is not None:
+            if known != frame:
+                raise RemoteProtocolError("protocol", f"two different file_end frames for {entry.path}")
+            verdict = self.verdicts.get(frame.id)
+            if verdict is not None:  # our file_result may have been lost in a reconnect
+                self._send(FileResult(id=frame.id, status="verified", sha256=self._digests.get(frame.id)))
+            return
+        self._file_ends[frame.id] = frame
+        if chunks == 0:
+            self._outbox.append(OpenFile(frame.id))
+            self._outbox.append(HashEnd(frame.id))
+        self._maybe_verify(frame.id)
+
+    def _on_done(self, frame: Done) -> None:
+        if frame.files != len(self.files) or frame.bytes != self.total_bytes:
+            raise RemoteProtocolError("protocol", f"done says {frame.files} files/{frame.bytes} bytes, manifest differs")
+        missing = len(self.files) - len(self._file_ends)
+        if missing:
+            raise RemoteProtocolError("protocol", f"done before file_end of {missing} files")
+        self._done = frame
+        self.state = ReceiverState.FINISHING
+        self._maybe_done_ack()
+
+    # -- internals ---------------------------------------------------------------
+
+    def _hello(self, *, resume: bool) -> Hello:
+        return Hello(
+            v=PROTOCOL_VERSION,
+            role="receiver",
+            session=self.session,
+            max_message_size=self.max_message_size,
+            agent=self.agent,
+            resume=resume,
+        )
+
+    def _send_ack(self) -> None:
+        self._ack_due = None
+        self._last_ack_cum = self.cum
+        if self.link_up:
+            self._send(Ack(cum=self.cum, sack=seq_ranges(set(self._beyond)) or None))
+
+    def _maybe_verify(self, file_id: int) -> None:
+        end = self._file_ends.get(file_id)
+        digest = self._digests.get(file_id)
+        if end is None or digest is None or file_id in self.verdicts or file_id in self._finalizing:
+            return
+        if digest == end.sha256:
+            self._finalizing.add(file_id)
+            self._outbox.append(FinalizeFile(file_id))
+            return
+        path = self.files[file_id].path
+        self._outbox.append(DiscardFile(file_id))
+        self._verdict(file_id, "mismatch", digest)
+        message = f"{path}: SHA-256 differs (sender {end.sha256[:16]}..., received {digest[:16]}...)"
+        self._send(Error(code="hash_mismatch", message=message))
+        self._terminate(Outcome.FAILED, "hash_mismatch", message, by_peer=False)
+
+    def _verdict(self, file_id: int, status: str, sha256: str | None) -> None:
+        self.verdicts[file_id] = status
+        if status in ("verified", "mismatch", "io_error"):
+            self._send(FileResult(id=file_id, status=status, sha256=sha256))  # type: ignore[arg-type]
+        self._outbox.append(FileVerdict(file_id, status))
+
+    def _maybe_done_ack(self) -> None:
+        if self.state is not ReceiverState.FINISHING or len(self.verdicts) < len(self.files):
+            return
+        verified = sum(1 for status in self.verdicts.values() if status == "verified")
+        failed = len(self.verdicts) - verified
+        self._send(DoneAck(verified=verified, failed=failed))
+        if failed:
+            self._terminate(Outcome.FAILED, "io_error", f"{failed} files failed", by_peer=False)
+        else:
+            self._terminate(Outcome.COMPLETED, None, f"{verified} files verified", by_peer=False)

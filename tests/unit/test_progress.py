@@ -1,0 +1,205 @@
+"""Progress display (driven with explicit `now`) and the unit formatters it uses."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.progress import ProgressView
+from pipeline.units import format_bytes, format_duration, format_rate
+
+MiB = 1024 * 1024
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def drive(view: ProgressView, seconds: float, step: float, rate: float, start: float = 0.0) -> None:
+    now = start
+    while now <= start + seconds + 1e-9:
+        view.update(now, int(rate * now), files_done=0)
+        now += step
+
+
+def test_auto_is_bar_on_a_terminal_and_lines_otherwise() -> None:
+    assert ProgressView("auto", FakeTerminal(), 10, 1).mode == "bar"
+    assert ProgressView("auto", io.StringIO(), 10, 1).mode == "lines"
+
+
+def test_bar_redraws_in_place_at_most_ten_times_a_second() -> None:
+    out = FakeTerminal()
+    view = ProgressView("bar", out, total_bytes=100 * MiB, total_files=3, label="photos")
+    drive(view, seconds=2.0, step=0.01, rate=1 * MiB)
+    text = out.getvalue()
+    assert "\n" not in text
+    assert 15 <= text.count("\r") <= 21
+    last = text.rsplit("\r", 1)[1]
+    # The last draw is from t=1.9x or 2.0 (throttled), about 2 MiB in.
+    assert re.match(r"photos   [12]\.[09]% \[\.{20}\] [12]\.[09] MiB / 100\.0 MiB  ", last), last
+    assert "1.0 MB/s" in last  # 1 MiB/s = 1.05 MB/s
+    assert "files 0/3" in last
+    # ETA from the recent rate: 98 MiB left at 1 MiB/s.
+    assert "ETA 1:38" in last
+
+
+def test_bar_blanks_leftovers_of_a_longer_previous_line() -> None:
+    out = FakeTerminal()
+    view = ProgressView("bar", out, total_bytes=10 * 1024**3, total_files=1)
+    view.update(0.0, 0, 0)
+    view.update(1.0, 5 * 1024**3, 0)  # "5.0 GiB ... 5.4 GB/s" is long
+    view.update(2.0, 5 * 1024**3, 0)  # rate gone: shorter figures
+    frames = out.getvalue().split("\r")[1:]
+    assert len(frames[2]) >= len(frames[1].rstrip())
+
+
+def test_bar_finish_draws_final_state_then_outcome() -> None:
+    out = FakeTerminal()
+    view = ProgressView("bar", out, total_bytes=1000, total_files=2)
+    view.update(0.0, 0, 0)
+    view.update(0.05, 1000, 2)  # complete: drawn despite the 10/s limit
+    view.finish("completed: 2 files")
+    text = out.getvalue()
+    assert text.endswith("\ncompleted: 2 files\n")
+    final = text.split("\n")[0].rsplit("\r", 1)[1]
+    assert "100.0%" in final and "files 2/2" in final
+    view.update(1.0, 0, 0)
+    assert out.getvalue() == text  # nothing after finish
+
+
+def test_lines_mode_every_five_seconds_and_at_completion() -> None:
+    out = io.StringIO()
+    view = ProgressView("lines", out, total_bytes=13 * MiB, total_files=1, label="send")
+    now = 0.0
+    while now < 14.0:
+        done = min(13 * MiB, int(now * MiB))
+        view.update(now, done, 1 if done == 13 * MiB else 0)
+        now += 0.1
+    view.finish("completed")
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue()
+    # t=0, 5, 10, then 100 % at t=13, then the outcome.
+    assert len(lines) == 5, lines
+    assert lines[0].startswith("send: 0.0%, 0 B / 13.0 MiB")
+    assert lines[3].startswith("send: 100.0%, 13.0 MiB / 13.0 MiB") and "files 1/1" in lines[3]
+    assert lines[4] == "completed"
+
+
+def test_lines_finish_reports_where_an_unfinished_transfer_stopped() -> None:
+    out = io.StringIO()
+    view = ProgressView("lines", out, total_bytes=100, total_files=1)
+    view.update(0.0, 0, 0)
+    view.update(2.0, 40, 0)
+    view.finish("failed: connection lost")
+    assert out.getvalue().splitlines()[1:] == [
+        "40.0%, 40 B / 100 B, 20 B/s, ETA 0:03, files 0/1",
+        "failed: connection lost",
+    ]
+
+
+def test_none_prints_nothing() -> None:
+    out = io.StringIO()
+    view = ProgressView("none", out, total_bytes=100, total_files=1)
+    drive(view, seconds=20, step=0.5, rate=5)
+    view.finish("completed")
+    assert out.getvalue() == ""
+
+
+def test_rate_follows_the_last_seconds_so_a_stall_shows() -> None:
+    view = ProgressView("none", io.StringIO(), total_bytes=1000 * MiB, total_files=1)
+    drive(view, seconds=10, step=0.1, rate=10 * MiB)
+    assert view.rate() == pytest.approx(10 * MiB, rel=0.02)
+    for i in range(1, 41):  # 4 s without progress
+        view.update(10 + i * 0.1, 100 * MiB, 0)
+    assert view.rate() == 0.0
+    assert view.eta() is None
+
+
+def test_empty_transfer_and_unknown_rate() -> None:
+    out = io.StringIO()
+    view = ProgressView("lines", out, total_bytes=0, total_files=3)
+    view.update(0.0, 0, 1)
+    assert "33.3%" in out.getvalue() and "-- B/s" in out.getvalue()
+    view.update(0.1, 0, 3)
+    assert out.getvalue().splitlines()[-1].startswith("100.0%")
+
+
+def test_ascii_bar_when_stream_cannot_encode_blocks() -> None:
+    ascii_out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    view = ProgressView("bar", ascii_out, total_bytes=100, total_files=1)
+    view.update(0.0, 50, 0)  # would raise UnicodeEncodeError with block characters
+    ascii_out.flush()
+    assert re.search(r"\[#{10}\.{10}\]", ascii_out.buffer.getvalue().decode())
+
+
+# -- units ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1024, "1.0 KiB"),
+        (1536, "1.5 KiB"),
+        (3 << 29, "1.5 GiB"),
+        (1024 * 1024 - 1, "1.0 MiB"),
+        (-2048, "-2.0 KiB"),
+        (5 << 40, "5.0 TiB"),
+    ],
+)
+def test_format_bytes(n: int, text: str) -> None:
+    assert format_bytes(n) == text
+
+
+@pytest.mark.parametrize(
+    ("rate", "text"),
+    [
+        (0, "0 B/s"),
+        (999, "999 B/s"),
+        (12_300_000, "12.3 MB/s"),
+        (1_500, "1.5 kB/s"),
+        (2.5e9, "2.5 GB/s"),
+        (float("nan"), "-- B/s"),
+    ],
+)
+def test_format_rate(rate: float, text: str) -> None:
+    assert format_rate(rate) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0:00"),
+        (5, "0:05"),
+        (245, "4:05"),
+        (3723, "1:02:03"),
+        (59.6, "1:00"),
+        (90000, "25:00:00"),
+        (-1, "--:--"),
+        (float("inf"), "--:--"),
+    ],
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+@given(st.integers(0, 2**62))
+def test_format_bytes_is_within_rounding_of_the_value(n: int) -> None:
+    number, unit = format_bytes(n).split(" ")
+    scale = {
+        "B": 1,
+        "KiB": 2**10,
+        "MiB": 2**20,
+        "GiB": 2**30,
+        "TiB": 2**40,
+        "PiB": 2**50,
+        "EiB": 2**60,
+    }
+    assert float(number) * scale[unit] == pytest.approx(n, rel=0.05, abs=1)
+    assert unit == "B" or 1.0 <= float(number) < 1024

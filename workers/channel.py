@@ -1,0 +1,87 @@
+"""Message pipes between pipeline processes, and what every worker does first.
+
+A pipe end is a :class:`multiprocessing.connection.Connection`; one message is
+one ``send_bytes`` of its MessagePack encoding (:mod:`workers.messages`).
+
+Why a plain blocking ``send`` is fine, even inside the connection process's
+event loop: every message is a few dozen bytes, written with a single
+``write(2)`` (atomic below PIPE_BUF) into a pipe that buffers 64 KiB, i.e. over
+a thousand messages.  The number outstanding on any pipe is bounded: chunk
+messages and their ``ReleaseSlot`` answers by the ring's slot count (a slot is
+handed out again only after it came back), and per-file messages
+(``PlanFile``, ``FileRead``, ``FileDigest``, ``Finalize``…) by a consumer that
+answers them as fast as it reads them.  Every process keeps draining its
+inputs, so a write never waits on the reader of that pipe for long.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import signal
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any, TypeAlias
+
+import msgspec
+
+from .messages import Message, Stop, WorkerError, decode, encode
+
+PipeEnd: TypeAlias = "Connection[Any, Any]"
+
+
+def send(conn: PipeEnd, msg: Message) -> None:
+    conn.send_bytes(encode(msg))
+
+
+def recv(conn: PipeEnd) -> Message:
+    """Block for the next message.
+
+    Raises ``EOFError`` when every writer of the pipe has closed it and
+    ``msgspec.DecodeError`` for bytes that are not a message.
+    """
+    return decode(conn.recv_bytes())
+
+
+def enter_worker_process(title: str) -> None:
+    """First call of every worker entry point.
+
+    SIGINT is ignored: a Ctrl-C reaches the whole foreground process group, and
+    the supervisor alone decides how to wind down (it sends ``Stop``).  The
+    process title (``ps``, ``top``) is set when ``setproctitle`` is installed.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        module = importlib.import_module("setproctitle")
+    except ImportError:
+        return
+    module.setproctitle(title)
+
+
+def report(conn: PipeEnd, error: WorkerError) -> None:
+    """Send ``error``; a vanished reader has nobody to tell, so that is ignored."""
+    with contextlib.suppress(OSError):
+        send(conn, error)
+
+
+def serve(inbox: PipeEnd, outbox: PipeEnd, worker: str, handle: Callable[[Message], None]) -> None:
+    """Feed every message from ``inbox`` to ``handle`` until ``Stop`` or EOF.
+
+    Undecodable bytes are reported to ``outbox`` as an ``internal`` error and
+    skipped.  A broken pipe while ``handle`` answers means the peer is gone, so
+    nobody is left to serve: return as on EOF.
+    """
+    while True:
+        try:
+            msg = recv(inbox)
+        except (EOFError, ConnectionResetError):
+            return
+        except msgspec.DecodeError as exc:
+            report(outbox, WorkerError(worker, "internal", f"undecodable message: {exc}"))
+            continue
+        if isinstance(msg, Stop):
+            return
+        try:
+            handle(msg)
+        except (BrokenPipeError, ConnectionResetError):
+            return
