@@ -44,7 +44,7 @@ setup_venv() {
     "$PY" -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q -r requirements.lock
-    "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
+    "$VENV/bin/python" -m pip install -q --no-deps -e .
     cp requirements.lock "$stamp"
 }
 

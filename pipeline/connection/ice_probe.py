@@ -617,3 +617,15 @@ async def probe_nat_mapping(
     return NatMapping(
         mapped={k: protocol.answers.get(m.transaction_id) for k, m in requests.items()}
     )
+
+
+def remote_max_message_size(pc: RTCPeerConnection, default: int = 65536) -> int:
+    """The peer's SDP ``a=max-message-size`` (RFC 8841 default 65536 when absent).
+
+    aiortc keeps it on the SCTP transport; 0 there means "no limit".
+    """
+    sctp = pc.sctp
+    value = getattr(sctp, "_remote_max_message_size", None) if sctp is not None else None
+    if not isinstance(value, int):
+        return default
+    return value if value > 0 else 2**31

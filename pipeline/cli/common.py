@@ -1,0 +1,219 @@
+"""What ``pipeline-send`` and ``pipeline-receive`` share: flags, config, output, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from typing import Any, NoReturn, TextIO
+
+import msgspec
+
+from pipeline import __version__, control
+from pipeline.config import Config, ConfigError, apply_overrides, load_config
+from pipeline.progress import ProgressView
+from pipeline.protocol.outcome import EXIT_USAGE, Outcome, exit_code
+from pipeline.supervisor import SessionResult
+from pipeline.telemetry import ProcessSampler, TelemetryRecorder
+from pipeline.units import format_bytes, format_duration, format_rate
+
+# flag dest -> config key (every CLI option has a config key)
+COMMON_FLAGS: dict[str, str] = {
+    "signal": "signal.url",
+    "stun": "ice.stun_servers",
+    "json": "output.json",
+    "telemetry": "output.telemetry",
+    "quiet": "output.quiet",
+    "progress": "output.progress",
+    "window": "transfer.window",
+    "chunk_size": "transfer.chunk_size",
+    "ring_slots": "transfer.ring_slots",
+    "connect_timeout": "ice.connect_timeout",
+    "reconnect_timeout": "ice.reconnect_timeout",
+    "progress_timeout": "ice.progress_timeout",
+}
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML config (see configs/default.yaml)")
+    parser.add_argument("--signal", metavar="URL", help="signaling server, ws://HOST:PORT/ws")
+    parser.add_argument("--stun", metavar="URL", action="append", help="STUN server stun:HOST[:PORT] (repeatable)")
+    parser.add_argument("--json", metavar="FILE", help="write the final summary as JSON")
+    parser.add_argument("--telemetry", metavar="FILE", help="write memory/throughput samples as JSON lines")
+    parser.add_argument("--quiet", action="store_true", default=None, help="print nothing but errors")
+    parser.add_argument("--progress", choices=["auto", "bar", "lines", "none"], help="progress display")
+    parser.add_argument("--window", type=str, metavar="FRAMES", help="max unacknowledged DATA frames")
+    parser.add_argument("--chunk-size", type=str, metavar="BYTES", help="DATA payload size, e.g. 64KiB")
+    parser.add_argument("--ring-slots", type=str, metavar="N", help="shared-memory ring slots")
+    parser.add_argument("--connect-timeout", type=str, metavar="S", help="ICE connect deadline")
+    parser.add_argument("--reconnect-timeout", type=str, metavar="S", help="reconnect deadline after a loss")
+    parser.add_argument("--progress-timeout", type=str, metavar="S", help="no-progress watchdog")
+    parser.add_argument("--verbose", "-v", action="count", default=0, help="log more (repeatable)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+
+def usage_error(prog: str, message: str) -> NoReturn:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
+
+
+def build_config(prog: str, args: argparse.Namespace, flags: dict[str, str]) -> Config:
+    try:
+        cfg = load_config(args.config)
+        overrides = {key: getattr(args, dest) for dest, key in flags.items() if getattr(args, dest, None) is not None}
+        labels = {key: "--" + dest.replace("_", "-") for dest, key in flags.items()}
+        return apply_overrides(cfg, overrides, flags=labels)
+    except ConfigError as exc:
+        usage_error(prog, str(exc))
+
+
+def conn_params(cfg: Config, role: str, code: str, url: str, files: list[Any]) -> control.ConnParams:
+    return control.ConnParams(
+        role=role,  # type: ignore[arg-type]
+        code=code,
+        signal_url=url,
+        stun_servers=list(cfg.ice.stun_servers),
+        connect_timeout=cfg.ice.connect_timeout,
+        reconnect_timeout=cfg.ice.reconnect_timeout,
+        progress_timeout=cfg.ice.progress_timeout,
+        ordered=cfg.channel.ordered,
+        max_retransmits=cfg.channel.max_retransmits,
+        max_packet_life_time=cfg.channel.max_packet_life_time,
+        buffered_high=cfg.channel.buffered_high,
+        buffered_low=cfg.channel.buffered_low,
+        chunk_size=cfg.transfer.chunk_size,
+        window=cfg.transfer.window,
+        rto_initial=cfg.transfer.rto_initial,
+        rto_max=cfg.transfer.rto_max,
+        ack_interval=cfg.transfer.ack_interval,
+        files=files,
+    )
+
+
+def log_level(verbose: int) -> int:
+    return {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+
+
+class ConsoleReporter:
+    """Status lines and the progress display, on stderr; silent with --quiet."""
+
+    def __init__(self, cfg: Config, total_bytes: int = 0, total_files: int = 0, label: str = "") -> None:
+        self.quiet = cfg.output.quiet
+        self.stream: TextIO = sys.stderr
+        mode = "none" if self.quiet else cfg.output.progress
+        self.mode = mode
+        self.label = label
+        self.view: ProgressView | None = None
+        if total_files or total_bytes:
+            self.start_progress(total_bytes, total_files)
+        self.last: control.Progress | None = None
+
+    def start_progress(self, total_bytes: int, total_files: int) -> None:
+        self.view = ProgressView(self.mode, self.stream, total_bytes, total_files, self.label)
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=self.stream, flush=True)
+
+    def status(self, text: str) -> None:
+        self.say(f"[{time.strftime('%H:%M:%S')}] {text}")
+
+    def connected(self, pair: dict[str, Any] | None, reconnect: bool) -> None:
+        self.status(("reconnected: " if reconnect else "connected directly: ") + describe_pair(pair))
+
+    def progress(self, progress: control.Progress) -> None:
+        self.last = progress
+        if self.view is not None:
+            self.view.update(time.monotonic(), progress.bytes_done, progress.files_done)
+
+    def finish(self, text: str) -> None:
+        if self.view is not None:
+            self.view.finish(text)
+
+
+def describe_pair(pair: dict[str, Any] | None) -> str:
+    if not pair:
+        return "(pair unknown)"
+    local, remote = pair.get("local", {}), pair.get("remote", {})
+    rtt = pair.get("rtt_ms")
+    rtt_text = f", RTT {rtt:.1f} ms" if isinstance(rtt, int | float) else ""
+    return (
+        f"{local.get('type')} {local.get('address')}:{local.get('port')} <-> "
+        f"{remote.get('type')} {remote.get('address')}:{remote.get('port')}{rtt_text}"
+    )
+
+
+def new_telemetry(cfg: Config) -> TelemetryRecorder:
+    recorder = TelemetryRecorder(ProcessSampler({"supervisor": os.getpid()}), interval=0.5, path=cfg.output.telemetry)
+    recorder.start()
+    return recorder
+
+
+def summarize(
+    role: str, result: SessionResult, telemetry: dict[str, Any], total_files: int, total_bytes: int
+) -> dict[str, Any]:
+    outcome = Outcome(result.outcome)
+    bytes_done = result.counters.get("bytes", 0)
+    return {
+        "role": role,
+        "outcome": result.outcome,
+        "exit_code": exit_code(outcome, result.code),
+        "error_code": result.code,
+        "message": result.message,
+        "by_peer": result.by_peer,
+        "files": total_files,
+        "files_verified": result.counters.get("files_verified", 0),
+        "bytes": total_bytes,
+        "bytes_transferred": bytes_done,
+        "duration_s": round(result.duration, 3),
+        "throughput_bytes_per_s": round(bytes_done / result.duration, 1) if result.duration > 0 else 0.0,
+        "retransmitted_frames": result.counters.get("retransmitted_frames", 0),
+        "duplicate_frames": result.counters.get("duplicate_frames", 0),
+        "stalls": telemetry.get("stalls", []),
+        "stall_count": telemetry.get("stall_count", 0),
+        "memory": {
+            "peak_sum_pss": telemetry.get("peak_sum_pss"),
+            "processes": telemetry.get("processes", {}),
+        },
+        "connection": result.diagnostics,
+        "process_exit_codes": result.exitcodes,
+        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cores": os.cpu_count()},
+    }
+
+
+def report_result(prog: str, cfg: Config, reporter: ConsoleReporter, summary: dict[str, Any]) -> int:
+    code: int = summary["exit_code"]
+    outcome = summary["outcome"]
+    duration = summary["duration_s"]
+    if outcome == "completed":
+        line = (
+            f"completed: {summary['files_verified']} files, {format_bytes(summary['bytes'])} verified (SHA-256) in "
+            f"{format_duration(duration)} ({format_rate(summary['throughput_bytes_per_s'])})"
+        )
+        reporter.finish(line)
+        if not cfg.output.quiet:
+            print(line, flush=True)
+    else:
+        reporter.finish(outcome)
+        text = summary["connection"].get("no_route_text") if outcome == "no_route" else None
+        print(f"{prog}: {outcome}" + (f" ({summary['error_code']})" if summary["error_code"] else "") + f": {summary['message']}", file=sys.stderr)
+        if text:
+            print(text, file=sys.stderr)
+    if cfg.output.json:
+        write_json(cfg.output.json, summary)
+    return code
+
+
+def write_json(path: str, data: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(msgspec.json.format(msgspec.json.encode(data), indent=2))
+    os.replace(tmp, path)
+
+
+def dump(data: Any) -> str:
+    return json.dumps(data, indent=2, default=str)

@@ -1,0 +1,235 @@
+"""Establishing one direct peer connection through the signaling room.
+
+``PeerLink`` owns one ``RTCPeerConnection`` and its ``xfer`` DataChannel.  A
+reconnect (Appendix A.1, C.5) builds a new ``PeerLink`` through the same
+``RoomChannel``.  ICE is STUN-only: the configuration never holds a TURN
+server, so no server can ever carry file bytes.
+
+The offerer is always the sender (B.1).  Descriptions are exchanged whole
+(aiortc gathers before ``setLocalDescription`` returns, so its SDP carries every
+candidate and ``a=end-of-candidates``); trickled candidates from a browser peer
+are accepted too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.sdp import candidate_from_sdp
+
+from pipeline.connection import ice_probe
+from pipeline.connection.diagnostics import Diagnosis, explain_no_route
+from pipeline.signaling import Peer, Signal
+from pipeline.signaling.client import SignalingClient, SignalingError
+
+log = logging.getLogger(__name__)
+
+LABEL = "xfer"
+SUBPROTOCOL = "xfer/1"
+LOCAL_MAX_MESSAGE_SIZE = 262144  # what aiortc 1.16 advertises
+
+
+class NoRoute(Exception):
+    """ICE found no direct path before the deadline (A.1 ``no_route``)."""
+
+    def __init__(self, diagnosis: Diagnosis, observation: dict[str, object]) -> None:
+        super().__init__(diagnosis.summary)
+        self.diagnosis = diagnosis
+        self.observation = observation
+
+
+class RoomChannel:
+    """The signaling socket, read by one task into a queue; tracks the peer's presence."""
+
+    def __init__(self, client: SignalingClient) -> None:
+        self.client = client
+        self.signals: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.peer_present = asyncio.Event()
+        self.closed: SignalingError | None = None
+        self.bytes_sent = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, peer_present: bool) -> None:
+        if peer_present:
+            self.peer_present.set()
+        self._task = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                message = await self.client.receive()
+                if isinstance(message, Peer):
+                    if message.event == "joined":
+                        self.peer_present.set()
+                    else:
+                        self.peer_present.clear()
+                elif isinstance(message, Signal):
+                    self.signals.put_nowait(message.data)
+        except SignalingError as exc:
+            self.closed = exc
+            self.signals.put_nowait({"type": "closed"})
+
+    async def send(self, data: dict[str, Any]) -> None:
+        await self.client.send_signal(data)
+
+    def drain(self) -> None:
+        """Forget signals left over from an earlier peer connection."""
+        while not self.signals.empty():
+            self.signals.get_nowait()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        await self.client.close()
+
+
+class PeerLink:
+    """One RTCPeerConnection plus its DataChannel, from offer to close."""
+
+    def __init__(self, stun_servers: list[str]) -> None:
+        servers = [RTCIceServer(urls=url) for url in stun_servers]
+        # iceServers=[] means host candidates only; None would mean Google's STUN server.
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        self.stun_configured = bool(stun_servers)
+        self.channel: RTCDataChannel | None = None
+        self.opened = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.connected_at: float | None = None
+
+    # -- establishing ------------------------------------------------------------
+
+    async def offer(
+        self,
+        room: RoomChannel,
+        *,
+        ordered: bool,
+        max_retransmits: int | None,
+        max_packet_life_time: int | None,
+        timeout: float,
+    ) -> None:
+        """Sender side: create the channel, offer, take the answer, wait for open."""
+        channel = self.pc.createDataChannel(
+            LABEL,
+            ordered=ordered,
+            maxRetransmits=max_retransmits,
+            maxPacketLifeTime=max_packet_life_time,
+            protocol=SUBPROTOCOL,
+        )
+        self._adopt(channel)
+        ice_probe.watch(self.pc)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        ice_probe.set_receive_buffer(self.pc)
+        await room.send({"type": "offer", "sdp": self.pc.localDescription.sdp})
+        await self._exchange(room, want="answer", timeout=timeout)
+
+    async def answer(self, room: RoomChannel, offer: dict[str, Any], *, timeout: float) -> None:
+        """Receiver side: take the offer, answer, wait for the sender's channel."""
+
+        @self.pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            self._adopt(channel)
+
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
+        ice_probe.watch(self.pc)
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        ice_probe.set_receive_buffer(self.pc)
+        await room.send({"type": "answer", "sdp": self.pc.localDescription.sdp})
+        await self._exchange(room, want=None, timeout=timeout)
+
+    async def _exchange(self, room: RoomChannel, *, want: str | None, timeout: float) -> None:
+        """Apply signals until the channel opens; the connect deadline runs from here."""
+        deadline = time.monotonic() + timeout
+        while not self.opened.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._no_route()
+            getter = asyncio.ensure_future(room.signals.get())
+            opened = asyncio.ensure_future(self.opened.wait())
+            done, _ = await asyncio.wait({getter, opened}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            opened.cancel()
+            if getter not in done:
+                getter.cancel()
+                continue
+            data = getter.result()
+            if data.get("type") == "closed":
+                raise SignalingError("closed", "signaling connection lost while connecting")
+            if want is not None and data.get("type") == want:
+                await self.pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type=want))
+                want = None
+            elif "candidate" in data:
+                await self._add_candidate(data)
+        self.connected_at = time.monotonic()
+
+    async def _add_candidate(self, data: dict[str, Any]) -> None:
+        line = data.get("candidate")
+        if not line:
+            await self.pc.addIceCandidate(None)  # end of candidates: lets ICE fail on time
+            return
+        candidate = candidate_from_sdp(str(line).removeprefix("candidate:"))
+        candidate.sdpMid = data.get("sdpMid")
+        candidate.sdpMLineIndex = data.get("sdpMLineIndex")
+        with contextlib.suppress(ValueError):
+            await self.pc.addIceCandidate(candidate)
+
+    def _adopt(self, channel: RTCDataChannel) -> None:
+        self.channel = channel
+
+        @channel.on("open")
+        def on_open() -> None:
+            self.opened.set()
+
+        @channel.on("close")
+        def on_close() -> None:
+            self.closed.set()
+
+        if channel.readyState == "open":
+            self.opened.set()
+
+        @self.pc.on("connectionstatechange")
+        def on_state() -> None:
+            if self.pc.connectionState in ("failed", "closed"):
+                self.closed.set()
+
+    def _no_route(self) -> NoRoute:
+        observation = ice_probe.observe(self.pc, None)
+        diagnosis = explain_no_route(observation)
+        return NoRoute(diagnosis, observation.to_dict())
+
+    # -- facts for the summary -------------------------------------------------------
+
+    def max_message_size(self) -> int:
+        return min(LOCAL_MAX_MESSAGE_SIZE, ice_probe.remote_max_message_size(self.pc))
+
+    async def describe(self) -> dict[str, Any]:
+        """Candidate types and the selected pair with its RTT (A.4)."""
+        with contextlib.suppress(Exception):
+            await ice_probe.measure_rtt(self.pc)
+        facts: dict[str, Any] = {
+            "local_candidate_types": ice_probe.local_candidate_types(self.pc),
+            "remote_candidate_types": ice_probe.remote_candidate_types(self.pc),
+            "stun_answered": ice_probe.stun_answered(self.pc),
+            "selected_pair": ice_probe.selected_pair(self.pc),
+        }
+        return facts
+
+    async def close(self, *, graceful: bool, timeout: float = 3.0) -> None:
+        """Close the channel first (lossless, see aiortc-facts.md), then the connection."""
+        if graceful and self.channel is not None and self.channel.readyState == "open":
+            self.channel.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.closed.wait(), timeout)
+        with contextlib.suppress(Exception):
+            await self.pc.close()

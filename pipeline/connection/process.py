@@ -1,0 +1,395 @@
+"""The connection process: signaling, the peer connection, and the protocol machine.
+
+It runs on uvloop and does nothing but networking (aiortc-facts.md: anything
+that blocks this loop stalls SACKs and consent checks).  Lifecycle::
+
+    join room ─► establish link ─► open ─► [lost ─► re-establish (same room) ─► open]* ─► terminal ─► close ─► Finished
+                     │                         │ reconnect deadline passed
+                     └─ connect deadline ─► no_route     └─► failed (timeout)
+
+One task group: the lifecycle task and the ticker are owned by ``run`` and
+cancelled when the machine reaches its terminal outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from typing import Any
+
+from pipeline import control
+from pipeline.connection.dataplane import DataPlane, read_pipe
+from pipeline.connection.peer import LOCAL_MAX_MESSAGE_SIZE, NoRoute, PeerLink, RoomChannel
+from pipeline.protocol import events as ev
+from pipeline.protocol.outcome import Outcome
+from pipeline.protocol.receiver import ReceiverMachine, ReceiverState
+from pipeline.protocol.sender import SenderMachine
+from pipeline.shm_ring import SlotRing
+from pipeline.signaling.client import SignalingClient, SignalingError
+from workers import messages as wm
+from workers.channel import PipeEnd, send
+
+log = logging.getLogger(__name__)
+
+AGENT = "webrtc-pipeline/0.1 (aiortc)"
+TICK = 0.25
+
+
+class LinkLost(Exception):
+    pass
+
+
+class ConnectionProcess:
+    def __init__(self, params: control.ConnParams, ctl: PipeEnd, pipes: dict[str, PipeEnd]) -> None:
+        self.params = params
+        self.ctl = ctl
+        self.pipes = pipes
+        self.terminated: ev.Terminated | None = None
+        self.finished = asyncio.Event()
+        self.diagnostics: dict[str, Any] = {"connections": 0}
+        self.link: PeerLink | None = None
+        self.room: RoomChannel | None = None
+        self._next_offer: dict[str, Any] | None = None
+        self.ring: SlotRing | None = None
+        self.machine: SenderMachine | ReceiverMachine
+        p = params
+        if p.role == "sender":
+            self.machine = SenderMachine(
+                p.code,
+                p.files,
+                chunk_size=p.chunk_size,
+                window=p.window,
+                max_message_size=LOCAL_MAX_MESSAGE_SIZE,
+                rto_initial=p.rto_initial,
+                rto_max=p.rto_max,
+                agent=AGENT,
+            )
+        else:
+            self.machine = ReceiverMachine(
+                p.code,
+                max_message_size=LOCAL_MAX_MESSAGE_SIZE,
+                window=p.window,
+                ack_interval=p.ack_interval,
+                agent=AGENT,
+            )
+        self.plane = DataPlane(
+            self.machine,
+            ctl,
+            pipes,
+            buffered_high=p.buffered_high,
+            buffered_low=p.buffered_low,
+            on_terminated=self._on_terminated,
+        )
+
+    # -- entry ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.ctl.fileno(), self._read_ctl)
+        for name, pipe in self.pipes.items():
+            if name.startswith("from_"):
+                loop.add_reader(pipe.fileno(), read_pipe, pipe, name[5:], self.plane.on_worker_message, self._worker_eof)
+        lifecycle = loop.create_task(self._lifecycle())
+        ticker = loop.create_task(self._ticker())
+        try:
+            await self.finished.wait()
+        finally:
+            lifecycle.cancel()
+            ticker.cancel()
+            for task in (lifecycle, ticker):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self._close()
+            loop.remove_reader(self.ctl.fileno())
+            for pipe in self.pipes.values():
+                with contextlib.suppress(Exception):
+                    loop.remove_reader(pipe.fileno())
+        self._report_finished()
+
+    def _on_terminated(self, terminated: ev.Terminated) -> None:
+        if self.terminated is None:
+            self.terminated = terminated
+            # Let queued frames (error/cancel/done_ack) go out before closing.
+            asyncio.get_running_loop().call_soon(self.finished.set)
+
+    def _fail_now(self, outcome: Outcome, code: str | None, message: str) -> None:
+        self.machine.abort(outcome, code, message)
+        self.plane.process()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def _lifecycle(self) -> None:
+        try:
+            await self._join()
+            first = True
+            while True:
+                link = await self._establish(first)
+                self.link = link
+                assert link.channel is not None
+                self.plane.attach_channel(link.channel)
+                self.machine.max_message_size = link.max_message_size()
+                now = time.monotonic()
+                if first:
+                    self.machine.start(now)
+                else:
+                    self.machine.reconnected(now)
+                self.plane.process()
+                facts = await link.describe()
+                self.diagnostics.update(facts)
+                self.diagnostics["connections"] += 1
+                control.send(self.ctl, control.Connected(pair=facts.get("selected_pair"), reconnect=not first))
+                await self._watch(link)
+                # Lost: keep the protocol state, drop the link, go round again (A.1).
+                self.machine.link_lost(time.monotonic())
+                self.plane.detach_channel()
+                self.plane.process()
+                self.link = None
+                await link.close(graceful=False)
+                if self.machine.terminal:
+                    return
+                first = False
+        except NoRoute as exc:
+            self.diagnostics["no_route"] = exc.diagnosis.to_dict()
+            self.diagnostics["no_route_text"] = exc.diagnosis.to_text()
+            self.diagnostics["observation"] = exc.observation
+            self._fail_now(Outcome.NO_ROUTE, "no_route", exc.diagnosis.summary)
+        except SignalingError as exc:
+            self._fail_now(Outcome.FAILED, "signaling", f"signaling server: {exc.message} ({exc.code})")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or an aiortc failure: one outcome, with the reason
+            log.exception("connection lifecycle failed")
+            self.machine.fail("internal", f"connection process error: {exc!r}")
+            self.plane.process()
+
+    async def _join(self) -> None:
+        p = self.params
+        client = SignalingClient()
+        await client.connect(p.signal_url)
+        deadline = time.monotonic() + p.join_wait
+        while True:
+            try:
+                joined = await client.join(p.code, p.role)
+                break
+            except SignalingError as exc:
+                # The receiver may be faster than the sender's join; retry briefly.
+                if exc.code != "unknown_room" or p.role != "receiver" or time.monotonic() > deadline:
+                    await client.close()
+                    if exc.code == "unknown_room":
+                        raise SignalingError(
+                            exc.code, f"no sender is waiting under code {p.code!r}: check the code and the URL"
+                        ) from None
+                    raise
+                await client.close()
+                await asyncio.sleep(1.0)
+                client = SignalingClient()
+                await client.connect(p.signal_url)
+        self.room = RoomChannel(client)
+        self.room.start(joined.peer_present)
+        control.send(self.ctl, control.Status(text="joined the room; waiting for the peer"))
+
+    async def _establish(self, first: bool) -> PeerLink:
+        """Build a new peer connection; on a reconnect retry until the deadline."""
+        p = self.params
+        assert self.room is not None
+        deadline = time.monotonic() + p.reconnect_timeout
+        while True:
+            if not first and time.monotonic() > deadline:
+                self._fail_now(Outcome.FAILED, "timeout", f"the connection was lost and not restored within {p.reconnect_timeout:g} s")
+                raise asyncio.CancelledError
+            link = PeerLink(p.stun_servers)
+            try:
+                control.send(self.ctl, control.Status(text="connecting" if first else "reconnecting"))
+                if p.role == "sender":
+                    await self._wait_peer(deadline if not first else None)
+                    await link.offer(
+                        self.room,
+                        ordered=p.ordered,
+                        max_retransmits=p.max_retransmits,
+                        max_packet_life_time=p.max_packet_life_time,
+                        timeout=p.connect_timeout,
+                    )
+                else:
+                    offer = await self._wait_offer(deadline if not first else None)
+                    await link.answer(self.room, offer, timeout=p.connect_timeout)
+                return link
+            except (NoRoute, TimeoutError, SignalingError) as exc:
+                await link.close(graceful=False)
+                if first:
+                    raise
+                log.info("reconnect attempt failed: %s", exc)
+                await asyncio.sleep(0.5)
+            except BaseException:
+                await link.close(graceful=False)
+                raise
+
+    async def _wait_peer(self, deadline: float | None) -> None:
+        assert self.room is not None
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        await asyncio.wait_for(self.room.peer_present.wait(), timeout)
+
+    async def _wait_offer(self, deadline: float | None) -> dict[str, Any]:
+        assert self.room is not None
+        if self._next_offer is not None:
+            offer, self._next_offer = self._next_offer, None
+            return offer
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            data = await asyncio.wait_for(self.room.signals.get(), timeout)
+            if data.get("type") == "offer":
+                return data
+            if data.get("type") == "closed":
+                raise SignalingError("closed", "the signaling connection closed")
+
+    async def _watch(self, link: PeerLink) -> None:
+        """Return when the link is lost: closed, silent too long, or replaced by a new offer."""
+        assert self.room is not None
+        p = self.params
+        while not self.machine.terminal:
+            if link.closed.is_set():
+                return
+            now = time.monotonic()
+            if self._stalled(now):
+                log.info("progress watchdog: no progress for %.1f s", p.progress_timeout)
+                return
+            if self.params.role == "receiver":
+                while not self.room.signals.empty():
+                    data = self.room.signals.get_nowait()
+                    if data.get("type") == "offer":  # the sender already started over
+                        self._next_offer = data
+                        return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(link.closed.wait(), TICK)
+
+    def _stalled(self, now: float) -> bool:
+        """The application watchdog (aiortc alone may report a dead path late or never)."""
+        timeout = self.params.progress_timeout
+        m = self.machine
+        if isinstance(m, SenderMachine):
+            return m.window_in_use > 0 and now - self.plane.last_progress_at > timeout
+        return m.state is ReceiverState.RECEIVING and now - self.plane.last_message_at > timeout
+
+    async def _ticker(self) -> None:
+        while True:
+            now = time.monotonic()
+            deadline = self.machine.next_timer()
+            if deadline is not None and now >= deadline:
+                self.machine.handle_timer(now)
+                self.plane.process()
+            control.send(self.ctl, self.plane.progress())
+            wait = TICK if deadline is None else min(TICK, max(0.005, deadline - now))
+            await asyncio.sleep(wait)
+
+    # -- supervisor and workers ------------------------------------------------------
+
+    def _read_ctl(self) -> None:
+        try:
+            while self.ctl.poll():
+                self._on_ctl(control.recv(self.ctl))
+        except (EOFError, OSError):
+            # The supervisor is gone: nobody owns us any more.
+            asyncio.get_running_loop().remove_reader(self.ctl.fileno())
+            self.machine.cancel("the sending program stopped" if self.params.role == "sender" else "the receiving program stopped")
+        self.plane.process()
+
+    def _on_ctl(self, msg: control.ControlMessage) -> None:
+        now = time.monotonic()
+        match msg:
+            case control.RingReady(spec=spec):
+                self._attach_ring(spec)
+            case control.Decision(accept=True, spec=spec) if isinstance(self.machine, ReceiverMachine):
+                assert spec is not None
+                self._attach_ring(spec)
+                self.machine.accept(now)
+            case control.Decision(accept=False, code=code, message=message) if isinstance(self.machine, ReceiverMachine):
+                if code == "no_space":
+                    self.machine.fail("no_space", message)
+                else:
+                    self.machine.reject(code, message)
+            case control.Cancel(message=message):
+                self.machine.cancel(message)
+            case control.WorkerDied(role=role, exitcode=exitcode):
+                self.machine.fail("internal", f"the {role} process died unexpectedly (exit status {exitcode})")
+            case _:
+                log.warning("unexpected control message %r", msg)
+
+    def _attach_ring(self, spec: Any) -> None:
+        self.ring = SlotRing.attach(spec)
+        self.plane.attach_ring(self.ring)
+
+    def _worker_eof(self, role: str) -> None:
+        pipe = self.pipes.get("from_" + role)
+        if pipe is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(pipe.fileno())
+        if not self.machine.terminal:
+            self.machine.fail("internal", f"the {role} process exited unexpectedly")
+            self.plane.process()
+
+    # -- ending ---------------------------------------------------------------------------
+
+    async def _close(self) -> None:
+        link = self.link
+        graceful = link is not None and link.channel is not None and link.channel.readyState == "open"
+        if link is not None and graceful:
+            # Let the last frames (done_ack, error, cancel) leave before closing.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    while self.plane.queued or self.plane.buffered_amount() > 0:
+                        self.plane.flush()
+                        await asyncio.sleep(0.02)
+            completed_receiver = (
+                self.terminated is not None
+                and self.terminated.outcome is Outcome.COMPLETED
+                and self.params.role == "receiver"
+            )
+            if completed_receiver:
+                # The sender closes after done_ack; waiting for that keeps done_ack from being dropped.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(link.closed.wait(), 5.0)
+            await link.close(graceful=True)
+        elif link is not None:
+            await link.close(graceful=False)
+        if self.room is not None:
+            with contextlib.suppress(Exception):
+                await self.room.close()
+        for pipe in self.pipes.values():
+            if pipe.writable:
+                with contextlib.suppress(Exception):
+                    send(pipe, wm.Stop())
+        if self.ring is not None:
+            self.ring.close()
+
+    def _report_finished(self) -> None:
+        t = self.terminated
+        if t is None:
+            t = ev.Terminated(Outcome.FAILED, "internal", "the connection ended without an outcome", False)
+        self.diagnostics["final_paths"] = {str(k): v for k, v in self.plane.final_paths.items()}
+        with contextlib.suppress(Exception):
+            control.send(self.ctl, self.plane.progress())
+        with contextlib.suppress(Exception):
+            control.send(
+                self.ctl,
+                control.Finished(
+                    outcome=t.outcome.value,
+                    code=t.code,
+                    message=t.message,
+                    by_peer=t.by_peer,
+                    diagnostics=self.diagnostics,
+                    counters=self.plane.counters(),
+                ),
+            )
+
+
+def run_connection(params: control.ConnParams, ctl: PipeEnd, pipes: dict[str, PipeEnd], log_level: int) -> None:
+    """``multiprocessing.Process`` target."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    logging.basicConfig(level=log_level, format="%(asctime)s %(processName)s %(name)s: %(message)s")
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    asyncio.run(ConnectionProcess(params, ctl, pipes).run())

@@ -1,0 +1,96 @@
+"""Turning the sender's command-line paths into manifest entries.
+
+A file argument is sent under its own name; a directory argument is sent as a
+tree under its own name (like ``scp -r``).  Symbolic links and special files
+are skipped and reported (following links could loop or leave the tree); every
+relative path is NFC and passes the same B.4 rules the receiver applies, so a
+bad name fails here, before anything is offered.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import unicodedata
+from dataclasses import dataclass, field
+
+from pipeline.protocol.errors import RemoteProtocolError
+from pipeline.protocol.frames import FileEntry
+from pipeline.protocol.paths import validate_manifest_paths
+
+
+class SourceError(Exception):
+    """A path given on the command line cannot be sent (exit code 2)."""
+
+
+@dataclass
+class Sources:
+    entries: list[FileEntry] = field(default_factory=list)
+    files: list[tuple[int, str, int]] = field(default_factory=list)  # (id, absolute path, size)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(e.size for e in self.entries)
+
+
+def collect_sources(paths: list[str]) -> Sources:
+    found: list[tuple[str, str, os.stat_result]] = []
+    skipped: list[str] = []
+    for arg in paths:
+        absolute = os.path.abspath(arg)
+        try:
+            st = os.lstat(absolute)
+        except OSError as exc:
+            raise SourceError(f"{arg}: {exc.strerror}") from None
+        base = os.path.basename(absolute.rstrip(os.sep)) or absolute
+        if stat.S_ISREG(st.st_mode):
+            found.append((base, absolute, st))
+        elif stat.S_ISDIR(st.st_mode):
+            _walk(absolute, base, found, skipped)
+        else:
+            raise SourceError(f"{arg}: not a regular file or directory")
+    found.sort(key=lambda item: item[0])
+    sources = Sources(skipped=skipped)
+    for file_id, (rel, absolute, st) in enumerate(found):
+        sources.entries.append(
+            FileEntry(
+                id=file_id,
+                path=rel,
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+                mode=stat.S_IMODE(st.st_mode),
+            )
+        )
+        sources.files.append((file_id, absolute, st.st_size))
+    try:
+        validate_manifest_paths([e.path for e in sources.entries])
+    except RemoteProtocolError as exc:
+        raise SourceError(f"cannot send these paths: {exc.message}") from None
+    return sources
+
+
+def _walk(root: str, prefix: str, found: list[tuple[str, str, os.stat_result]], skipped: list[str]) -> None:
+    def onerror(exc: OSError) -> None:
+        raise SourceError(f"{exc.filename}: {exc.strerror}")
+
+    for directory, dirnames, filenames in os.walk(root, onerror=onerror):
+        rel_dir = os.path.relpath(directory, root)
+        for name in list(dirnames):
+            if os.path.islink(os.path.join(directory, name)):
+                skipped.append(os.path.join(directory, name))
+                dirnames.remove(name)
+        for name in filenames:
+            absolute = os.path.join(directory, name)
+            try:
+                st = os.lstat(absolute)
+            except OSError as exc:
+                raise SourceError(f"{absolute}: {exc.strerror}") from None
+            if not stat.S_ISREG(st.st_mode):
+                skipped.append(absolute)
+                continue
+            if not os.access(absolute, os.R_OK):
+                raise SourceError(f"{absolute}: permission denied")
+            parts = [prefix] if rel_dir == "." else [prefix, *rel_dir.split(os.sep)]
+            rel = "/".join([*parts, name])
+            found.append((unicodedata.normalize("NFC", rel), absolute, st))
