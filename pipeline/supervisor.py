@@ -32,7 +32,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
 from pipeline import control
-from pipeline.connection.process import run_connection
+from pipeline.connection.entry import run_connection
 from pipeline.offer import OfferCheck, remove_new_dirs
 from pipeline.protocol.frames import DATA_HEADER_LEN
 from pipeline.shm_ring import RingSpec, SlotRing
