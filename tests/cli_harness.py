@@ -8,6 +8,7 @@ Every process it starts is killed and reaped on exit, whatever happened.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -117,10 +118,8 @@ class Launcher:
             if proc.popen.poll() is None:
                 proc.popen.send_signal(signal.SIGKILL)
         for proc in self.procs:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
         # Children of a killed CLI (connection, workers) notice their parent is
         # gone through their pipes; give them a moment to exit.
         time.sleep(0.2)
