@@ -194,11 +194,11 @@ def report_result(prog: str, cfg: Config, reporter: ConsoleReporter, summary: di
             f"completed: {summary['files_verified']} files, {format_bytes(summary['bytes'])} verified (SHA-256) in "
             f"{format_duration(duration)} ({format_rate(summary['throughput_bytes_per_s'])})"
         )
-        reporter.finish(line)
+        reporter.finish("")
         if not cfg.output.quiet:
             print(line, flush=True)
     else:
-        reporter.finish(outcome)
+        reporter.finish("")
         text = summary["connection"].get("no_route_text") if outcome == "no_route" else None
         print(f"{prog}: {outcome}" + (f" ({summary['error_code']})" if summary["error_code"] else "") + f": {summary['message']}", file=sys.stderr)
         if text:
