@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import threading
 
 from pipeline import control
 from pipeline.cli.common import (
@@ -76,7 +77,7 @@ class Decider:
         if not cfg.receive.yes:
             if not sys.stdin.isatty():
                 return False, "rejected", "not accepted: no terminal to ask on; run with --yes to accept", check
-            answer = await asyncio.get_running_loop().run_in_executor(None, _ask, "Accept? [y/N] ")
+            answer = await _ask("Accept? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 return False, "rejected", "declined by the user", check
         self.reporter.start_progress(offer.total_bytes, len(offer.files))
@@ -84,11 +85,25 @@ class Decider:
         return True, "", "", check
 
 
-def _ask(prompt: str) -> str:
-    try:
-        return input(prompt)
-    except EOFError:
-        return ""
+async def _ask(prompt: str) -> str:
+    """input() on a daemon thread: a cancelled session must not wait for the user's Enter
+    (asyncio.run would join an executor thread that is blocked in input())."""
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str] = loop.create_future()
+
+    def ask() -> None:
+        try:
+            text = input(prompt)
+        except (EOFError, OSError):
+            text = ""
+        def deliver() -> None:
+            if not answer.done():
+                answer.set_result(text)
+
+        loop.call_soon_threadsafe(deliver)
+
+    threading.Thread(target=ask, name="prompt", daemon=True).start()
+    return await answer
 
 
 async def run(cfg: Config, args: argparse.Namespace, code: str, url: str, out_dir: str) -> int:

@@ -359,3 +359,49 @@ def test_sender_digest_of_bytes_read() -> None:
     pair.run()
     _assert_completed(pair)
     assert hashlib.sha256(pair.final[0]).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+# -- every (state, frame type) pair: a transition or one terminal outcome, never an exception --
+
+_SAMPLE_FRAMES = [
+    f'{{"t":"hello","v":1,"role":"receiver","session":"{SESSION}","max_message_size":65536}}',
+    f'{{"t":"hello","v":1,"role":"sender","session":"{SESSION}","max_message_size":65536}}',
+    '{"t":"manifest","part":0,"last":true,"chunk_size":1024,"total_files":1,"total_bytes":3,"files":[{"id":0,"path":"a","size":3}]}',
+    '{"t":"accept","window":4}',
+    '{"t":"reject","code":"rejected","message":"no"}',
+    '{"t":"ack","cum":0}',
+    '{"t":"file_end","id":0,"size":3,"chunks":1,"sha256":"%s"}' % ("0" * 64),
+    '{"t":"file_result","id":0,"status":"verified","sha256":null}',
+    '{"t":"done","files":1,"bytes":3}',
+    '{"t":"done_ack","verified":1,"failed":0}',
+    '{"t":"resume","cum":0}',
+    '{"t":"cancel","code":"user_cancelled","message":"x"}',
+    '{"t":"error","code":"internal","message":"x"}',
+]
+
+
+def _pair_in_phase(steps: int) -> Pair:
+    pair = Pair(_contents([3 * CHUNK]), chunk_size=CHUNK, window=2, store_latency=0.05)
+    pair.run(until=steps * 0.01, auto_accept=steps > 3)
+    return pair
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2, 3, 5, 8, 12, 20, 40])
+@pytest.mark.parametrize("frame", [*_SAMPLE_FRAMES, "DATA"])
+@pytest.mark.parametrize("side", ["sender", "receiver"])
+def test_every_state_input_pair_is_handled(steps: int, frame: str, side: str) -> None:
+    pair = _pair_in_phase(steps)
+    machine = pair.sender if side == "sender" else pair.receiver
+    was_terminal = machine.terminal
+    if frame == "DATA":
+        machine.receive_binary(encode_data(0, 0, 0, False, b"x" * CHUNK), pair.now)
+    else:
+        machine.receive_text(frame, pair.now)
+    outputs = machine.drain()
+    terminations = [o for o in outputs if isinstance(o, ev.Terminated)]
+    if was_terminal:
+        assert outputs == []
+    else:
+        assert len(terminations) <= 1
+        if terminations:
+            assert machine.terminal
