@@ -37,7 +37,7 @@ from pipeline.offer import OfferCheck, remove_new_dirs
 from pipeline.protocol.frames import DATA_HEADER_LEN
 from pipeline.shm_ring import RingSpec, SlotRing
 from pipeline.telemetry import TelemetryRecorder
-from workers.channel import PipeEnd
+from workers.channel import PipeEnd, watch_readable
 from workers.hasher import run_receiver_hasher, run_sender_hasher
 from workers.partials import sweep_partials
 from workers.reader import run_reader
@@ -126,7 +126,7 @@ class Supervisor:
             ctl_child.close()
             for pipe in self._conn_pipes.values():
                 pipe.close()
-            loop.add_reader(ctl_parent.fileno(), self._read_ctl)
+            watch_readable(loop, ctl_parent, self._read_ctl)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.cancel, "stopped by user (signal)")
             await self._done.wait()
@@ -175,7 +175,11 @@ class Supervisor:
         process = self.processes[role]
         loop = asyncio.get_running_loop()
         loop.remove_reader(process.sentinel)
-        process.join(0)
+        # Not join(0): the sentinel closes as the child's files do, a moment before
+        # it can be reaped, and waitpid(WNOHANG) then leaves exitcode None (the
+        # peer was told "exit status None").  With a timeout, join() reaps with a
+        # blocking waitpid once the sentinel is ready: immediate here.
+        process.join(1.0)
         if role == "connection":
             self._read_ctl()  # its Finished may still sit in the pipe
             self._done.set()

@@ -797,5 +797,82 @@ def main(argv: Sequence[str]) -> int:
     return 2
 
 
+# -- additions: forgetting only the UDP mappings ----------------------------------------
+#
+# A NAT that forgets its UDP mappings while keeping TCP ones is the common
+# rebinding case (UDP mapping timeouts are short, TCP ones long): the peers'
+# UDP path moves to new ports while their signaling sockets survive.
+
+_NLM_F_DUMP: Final = 0x300
+_NLMSG_DONE: Final = 0x3
+_IPCTNL_MSG_CT_GET: Final = 1
+_CTA_TUPLE_ORIG: Final = 1
+_CTA_TUPLE_PROTO: Final = 2
+_CTA_PROTO_NUM: Final = 1
+
+
+def _attrs(data: bytes, start: int, end: int) -> dict[int, tuple[int, int]]:
+    """Netlink attributes in ``data[start:end]``: type -> (offset of header, length)."""
+    found = {}
+    while start + 4 <= end:
+        length, attr_type = struct.unpack_from("=HH", data, start)
+        if length < 4:
+            break
+        found[attr_type & 0x7FFF] = (start, length)
+        start += (length + 3) & ~3
+    return found
+
+
+def conntrack_flush_udp() -> int:
+    """Delete this namespace's IPv4 UDP conntrack entries (``conntrack -D -p udp``); returns how many."""
+    msg_type = (_NFNL_SUBSYS_CTNETLINK << 8) | _IPCTNL_MSG_CT_GET
+    tuples: list[bytes] = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER) as sock:
+        sock.bind((0, 0))
+        sock.send(_nlmsg(msg_type, _NLM_F_REQUEST | _NLM_F_DUMP, socket.AF_INET, 0))
+        done = False
+        while not done:
+            data = sock.recv(1 << 20)
+            offset = 0
+            while offset + 16 <= len(data):
+                length, kind = struct.unpack_from("=IH", data, offset)
+                if length < 16 or kind == _NLMSG_DONE:
+                    done = True
+                    break
+                if kind == _NLMSG_ERROR:
+                    (error,) = struct.unpack_from("=i", data, offset + 16)
+                    raise OSError(-error, os.strerror(-error))
+                top = _attrs(data, offset + 20, offset + length)
+                if _CTA_TUPLE_ORIG in top:
+                    t_start, t_len = top[_CTA_TUPLE_ORIG]
+                    proto = _attrs(data, t_start + 4, t_start + t_len).get(_CTA_TUPLE_PROTO)
+                    if proto is not None:
+                        num = _attrs(data, proto[0] + 4, proto[0] + proto[1]).get(_CTA_PROTO_NUM)
+                        if num is not None and data[num[0] + 4] == socket.IPPROTO_UDP:
+                            tuples.append(data[t_start : t_start + ((t_len + 3) & ~3)])
+                offset += (length + 3) & ~3
+        delete = (_NFNL_SUBSYS_CTNETLINK << 8) | _IPCTNL_MSG_CT_DELETE
+        deleted = 0
+        for attr in tuples:
+            sock.send(_nlmsg(delete, _NLM_F_REQUEST | _NLM_F_ACK, socket.AF_INET, 0, attr))
+            try:
+                _check_ack(sock)
+                deleted += 1
+            except FileNotFoundError:  # ENOENT: it expired meanwhile
+                pass
+    return deleted
+
+
+def flush_udp_conntrack(lab: NetLab, side: str) -> int:
+    """Make that side's router forget its UDP mappings only (TCP ones survive)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    code = (
+        f"import sys; sys.path.insert(0, {root!r}); "
+        "from tests.netlab import conntrack_flush_udp; print(conntrack_flush_udp())"
+    )
+    result = lab.execute(lab._router(side), [sys.executable, "-c", code])
+    return int(result.stdout.strip())
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

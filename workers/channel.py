@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import signal
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import msgspec
 
 from .messages import Message, Stop, WorkerError, decode, encode
+
+if TYPE_CHECKING:  # workers never run an event loop: no asyncio import at run time
+    import asyncio
 
 PipeEnd: TypeAlias = "Connection[Any, Any]"
 
@@ -41,6 +45,24 @@ def recv(conn: PipeEnd) -> Message:
     ``msgspec.DecodeError`` for bytes that are not a message.
     """
     return decode(conn.recv_bytes())
+
+
+def watch_readable(
+    loop: asyncio.AbstractEventLoop, conn: PipeEnd, callback: Callable[..., object], *args: Any
+) -> None:
+    """``loop.add_reader`` for a pipe end that is then read (and written) blocking.
+
+    uvloop (libuv's ``uv_poll_init``) switches a watched fd to non-blocking mode
+    for good.  ``Connection.recv_bytes`` needs a blocking fd: on a message that
+    has only partly arrived it consumes the header and raises
+    ``BlockingIOError``, an ``OSError`` its callers take for EOF; ``send_bytes``
+    fails the same way on a full socket.  A 300-file ``Offer`` (two writes) was
+    enough for the receiver's supervisor to stop reading its control pipe: the
+    session hung before "Offered:".  The loop is only asked for readiness, so
+    the fd goes back to blocking.
+    """
+    loop.add_reader(conn.fileno(), callback, *args)
+    os.set_blocking(conn.fileno(), True)
 
 
 def enter_worker_process(title: str) -> None:

@@ -56,6 +56,9 @@ class DataPlane:
         self.on_terminated = on_terminated
         self.ring: SlotRing | None = None
         self.channel: RTCDataChannel | None = None
+        # See hold(): the channel whose messages are kept until attach_channel, and them.
+        self._held: RTCDataChannel | None = None
+        self._early: list[str | bytes] = []
         self._queue: deque[str | ev.SendData] = deque()
         # Receiver slot bookkeeping: a slot is free once writer and hasher released it.
         self._free: deque[int] = deque()
@@ -74,16 +77,44 @@ class DataPlane:
         self.ring = ring
         self._free = deque(range(ring.spec.slots))
 
+    def hold(self, channel: RTCDataChannel) -> None:
+        """Keep ``channel``'s messages from now until :meth:`attach_channel`.
+
+        aiortc drops a message that arrives while the channel has no ``message``
+        listener.  The peer's first frames (its ``hello``) can arrive between the
+        channel opening and ``attach_channel``, a few loop iterations later; lost,
+        they left both sides waiting in ``hello`` forever (or failed the receiver
+        with "unexpected manifest frame in state hello").  Idempotent.
+        """
+        if channel is self._held or channel is self.channel:
+            return
+        self._drop_held()
+        self._held = channel
+        channel.on("message", self._early.append)
+
+    def _drop_held(self) -> list[str | bytes]:
+        early, self._early = self._early, []
+        if self._held is not None:
+            self._held.remove_all_listeners("message")
+            self._held = None
+        return early
+
     def attach_channel(self, channel: RTCDataChannel) -> None:
+        """Start using ``channel``; call after the machine's ``start``/``reconnected``
+        so that what it held is answered after our own ``hello``."""
+        early = self._drop_held() if channel is self._held else []
         self.channel = channel
         channel.bufferedAmountLowThreshold = self.buffered_low
         channel.on("message", self.on_message)
         channel.on("bufferedamountlow", self.flush)
         self.last_message_at = time.monotonic()
         self.last_progress_at = time.monotonic()
+        for message in early:
+            self.on_message(message)
 
     def detach_channel(self) -> None:
         """The link is gone: whatever was queued for it is void (the machine resends)."""
+        self._drop_held()
         if self.channel is not None:
             self.channel.remove_all_listeners()
         self.channel = None
@@ -129,41 +160,62 @@ class DataPlane:
 
     def process(self) -> None:
         """Carry out everything the machine asked for, in order."""
-        for output in self.machine.drain():
+        # Until empty: a dead worker found while sending fails the machine, whose
+        # error frame and outcome must go out in this same call.
+        while outputs := self.machine.drain():
+            self._carry_out(outputs)
+        cum = self.machine.cum
+        if cum != self._last_cum:
+            self._last_cum = cum
+            self.last_progress_at = time.monotonic()
+        self.flush()
+
+    def _carry_out(self, outputs: list[ev.Output]) -> None:
+        for output in outputs:
             match output:
                 case ev.SendControl(frame):
                     self._queue.append(encode_control(frame))
                 case ev.SendData():
                     self._queue.append(output)
                 case ev.ReleaseChunk(token):
-                    send(self.pipes["to_reader"], wm.ReleaseSlot(token))
+                    self._to_worker("to_reader", wm.ReleaseSlot(token))
                 case ev.Negotiated(chunk_size):
                     control.send(self.ctl, control.Negotiated(chunk_size=chunk_size))
                 case ev.ManifestReady(files, chunk_size, total_bytes):
                     control.send(self.ctl, control.Offer(files=list(files), chunk_size=chunk_size, total_bytes=total_bytes))
                 case ev.OpenFile(file_id):
                     entry = self._receiver.files[file_id]
-                    send(self.pipes["to_writer"], wm.PlanFile(file_id, entry.path, entry.size))
+                    self._to_worker("to_writer", wm.PlanFile(file_id, entry.path, entry.size))
                 case ev.StoreChunk():
                     self._store(output)
                 case ev.HashChunk(seq, file_id):
                     slot = self._seq_slot[seq]
-                    send(self.pipes["to_hasher"], wm.HashChunk(slot, file_id, self._seq_length[seq]))
+                    self._to_worker("to_hasher", wm.HashChunk(slot, file_id, self._seq_length[seq]))
                 case ev.HashEnd(file_id):
-                    send(self.pipes["to_hasher"], wm.HashEnd(file_id))
+                    self._to_worker("to_hasher", wm.HashEnd(file_id))
                 case ev.FinalizeFile(file_id):
-                    send(self.pipes["to_writer"], wm.Finalize(file_id))
+                    self._to_worker("to_writer", wm.Finalize(file_id))
                 case ev.DiscardFile(file_id):
-                    send(self.pipes["to_writer"], wm.Discard(file_id))
+                    self._to_worker("to_writer", wm.Discard(file_id))
                 case ev.FileVerdict():
                     pass
                 case ev.Terminated():
                     self.on_terminated(output)
-        cum = self.machine.cum
-        if cum != self._last_cum:
-            self._last_cum = cum
-            self.last_progress_at = time.monotonic()
-        self.flush()
+
+    def _to_worker(self, pipe: str, msg: wm.Message) -> None:
+        """Send ``msg`` to a worker; a worker that is gone fails the session instead.
+
+        This runs inside aiortc's receive path (``on_message``).  An exception
+        escaping there is worse than lost: a BrokenPipeError is a ConnectionError,
+        which aiortc's DTLS receive loop takes for its own and silently closes the
+        transport, so the error frame never reached the peer (it waited for the
+        watchdog and the reconnect deadline and ended ``timeout``).
+        """
+        try:
+            send(self.pipes[pipe], msg)
+        except (BrokenPipeError, ConnectionResetError):
+            role = pipe.removeprefix("to_")
+            self.machine.fail("internal", f"the {role} process exited unexpectedly")
 
     def flush(self) -> None:
         channel = self.channel
@@ -207,7 +259,7 @@ class DataPlane:
         self._slot_refs[slot] = 2  # writer and hasher
         self._seq_slot[output.seq] = slot
         self._seq_length[output.seq] = length
-        send(self.pipes["to_writer"], wm.WriteChunk(slot, output.file_id, output.offset, length))
+        self._to_worker("to_writer", wm.WriteChunk(slot, output.file_id, output.offset, length))
 
     def _release(self, slot: int, now: float) -> None:
         refs = self._slot_refs.get(slot, 0) - 1

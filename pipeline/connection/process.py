@@ -30,7 +30,7 @@ from pipeline.protocol.sender import SenderMachine
 from pipeline.shm_ring import SlotRing
 from pipeline.signaling.client import SignalingClient, SignalingError
 from workers import messages as wm
-from workers.channel import PipeEnd, send
+from workers.channel import PipeEnd, send, watch_readable
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +88,10 @@ class ConnectionProcess:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_reader(self.ctl.fileno(), self._read_ctl)
+        watch_readable(loop, self.ctl, self._read_ctl)
         for name, pipe in self.pipes.items():
             if name.startswith("from_"):
-                loop.add_reader(pipe.fileno(), read_pipe, pipe, name[5:], self.plane.on_worker_message, self._worker_eof)
+                watch_readable(loop, pipe, read_pipe, pipe, name[5:], self.plane.on_worker_message, self._worker_eof)
         lifecycle = loop.create_task(self._lifecycle())
         ticker = loop.create_task(self._ticker())
         try:
@@ -129,19 +129,27 @@ class ConnectionProcess:
                 link = await self._establish(first)
                 self.link = link
                 assert link.channel is not None
-                self.plane.attach_channel(link.channel)
                 self.machine.max_message_size = link.max_message_size()
                 now = time.monotonic()
                 if first:
                     self.machine.start(now)
                 else:
                     self.machine.reconnected(now)
+                # After start/reconnected: frames the peer sent early (held since the
+                # channel appeared, see _hold_messages) must follow our own hello.
+                self.plane.attach_channel(link.channel)
                 self.plane.process()
                 facts = await link.describe()
                 self.diagnostics.update(facts)
                 self.diagnostics["connections"] += 1
                 control.send(self.ctl, control.Connected(pair=facts.get("selected_pair"), reconnect=not first))
                 await self._watch(link)
+                if self.terminated is not None:
+                    # Not lost: the session ended (error, cancel, done_ack) and run()
+                    # has yet to cancel us.  Tearing the link down here (pc.close) would
+                    # drop the last frames still queued, e.g. the error frame that tells
+                    # the peer; run()'s _close delivers them and closes gracefully.
+                    return
                 # Lost: keep the protocol state, drop the link, go round again (A.1).
                 self.machine.link_lost(time.monotonic())
                 self.plane.detach_channel()
@@ -201,6 +209,7 @@ class ConnectionProcess:
                 self._fail_now(Outcome.FAILED, "timeout", f"the connection was lost and not restored within {p.reconnect_timeout:g} s")
                 raise asyncio.CancelledError
             link = PeerLink(p.stun_servers)
+            self._hold_messages(link)
             try:
                 control.send(self.ctl, control.Status(text="connecting" if first else "reconnecting"))
                 if p.role == "sender":
@@ -225,6 +234,23 @@ class ConnectionProcess:
             except BaseException:
                 await link.close(graceful=False)
                 raise
+
+    def _hold_messages(self, link: PeerLink) -> None:
+        """Have the data plane keep the channel's messages from the moment it exists
+        (see ``DataPlane.hold``), not only once ``_establish`` has returned.
+
+        Receiver: the sender's channel is announced by ``datachannel`` (this
+        listener runs before PeerLink's own, registered later).  Sender: our channel
+        exists once ``offer`` has begun, and no message can arrive before SCTP
+        starts, which aiortc does only after the connection state became
+        ``connected`` (DTLS up).
+        """
+        link.pc.on("datachannel", self.plane.hold)
+
+        @link.pc.on("connectionstatechange")
+        def on_state() -> None:
+            if link.channel is not None:
+                self.plane.hold(link.channel)
 
     async def _wait_peer(self, deadline: float | None) -> None:
         assert self.room is not None

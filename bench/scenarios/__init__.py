@@ -1,0 +1,32 @@
+"""The bench's scenarios, by name. Each module has ``run(bench) -> dict`` (JSON-ready:
+parameters, runs, key results, and a ``table`` of formatted rows)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bench.context import Bench
+from bench.scenarios import ceiling, large_file, media, memory, profile, sweep
+
+Scenario = Callable[[Bench], dict[str, Any]]
+
+SCENARIOS: dict[str, Scenario] = {
+    "ceiling": ceiling.run,
+    "large-file": large_file.run,
+    "memory": memory.run,
+    "media": media.run,
+    "sweep": sweep.run,
+    "profile": profile.run,
+}
+# What `python -m bench` runs without names; profile (py-spy) is asked for by name.
+DEFAULT_SCENARIOS: tuple[str, ...] = ("ceiling", "large-file", "memory", "media", "sweep")
+
+DESCRIPTIONS: dict[str, str] = {
+    "ceiling": "raw aiortc DataChannel between two processes (baseline: TCP loopback)",
+    "large-file": "one large file through pipeline-send/receive (baseline: ceiling)",
+    "memory": "peak ΣPSS per side as the file grows (baseline: smallest size)",
+    "media": "many 64 KiB files vs one file of the same total (baseline: one file)",
+    "sweep": "chunk size × window × ring slots × bufferedAmount thresholds (baseline: defaults)",
+    "profile": "py-spy on both connection processes during a transfer (where the CPU goes)",
+}

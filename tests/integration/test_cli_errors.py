@@ -1,0 +1,369 @@
+"""How the real CLIs end when a transfer cannot or must not happen (issue 3).
+
+Every test runs ``pipeline-send``/``pipeline-receive`` (and, where needed, a
+standalone ``pipeline-signal``) as processes through ``tests/cli_harness.py`` and
+checks what the user sees:
+
+* the exit code of Appendix A.2: completed 0, failed 1, usage/config 2,
+  no_route 3, hash_mismatch 4, rejected 5, cancelled 130;
+* a message that says why, in words (and, for config errors, one line that names
+  the file or flag and the field);
+* ``--out`` exactly as it was: no partial file (``.<name>.<token>.part``), no new
+  directory, no existing file touched unless ``--overwrite``/``--rename`` asked.
+
+The autouse fixture in ``tests/conftest.py`` adds: no ``/dev/shm`` segment and no
+process of either pipeline outlives the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pipeline.mediagen import generate_media_tree
+from tests.cli_harness import Finished, Launcher, Proc, new_code, receiver_args, start_pair
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import SignalServer
+
+pytestmark = pytest.mark.slow
+
+KiB = 1024
+MiB = 1024 * KiB
+EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTED, EXIT_CANCELLED = 0, 1, 2, 5, 130
+SESSION_DEADLINE = 60.0  # s for a short session to end on a busy machine
+USAGE_DEADLINE = 30.0  # s for a CLI to refuse its arguments (interpreter start included)
+CANCEL_DEADLINE = 15.0  # s from SIGINT to both CLIs' exit
+UNKNOWN_CODE_DEADLINE = 20.0  # s for a receiver to give up on a code nobody waits under
+PROGRESS_DEADLINE = 45.0  # s from the receiver's start to its first received bytes
+SEND = "pipeline.cli.send"
+RECEIVE = "pipeline.cli.receive"
+
+
+# -- what --out holds ---------------------------------------------------------------------
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every entry under ``root``: directories as ``"dir"``, files by SHA-256."""
+    if not root.exists():
+        return {}
+    entries = {}
+    for path in root.rglob("*"):
+        rel = path.relative_to(root).as_posix()
+        if path.is_dir() and not path.is_symlink():
+            entries[rel] = "dir"
+        else:
+            entries[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return entries
+
+
+def ancestors(paths: Iterable[str]) -> set[str]:
+    return {"/".join(p.split("/")[:depth]) for p in paths for depth in range(1, p.count("/") + 1)}
+
+
+def partials(root: Path) -> list[Path]:
+    return [p for p in root.rglob(".*.part")] if root.exists() else []
+
+
+def write_random(path: Path, size: int) -> bytes:
+    data = os.urandom(size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return data
+
+
+def logs(*finished: Finished) -> str:
+    return "\n".join(f"--- exit {f.returncode}\n{f.stdout}\n{f.stderr}" for f in finished)
+
+
+def finish(sender: Proc, receiver: Proc, deadline: float = SESSION_DEADLINE) -> tuple[Finished, Finished]:
+    received = receiver.wait(deadline)
+    sent = sender.wait(deadline)
+    return sent, received
+
+
+def run_cli(launcher: Launcher, name: str, module: str, args: list[str]) -> Finished:
+    return launcher.start(name, module, args, json_out=False).wait(USAGE_DEADLINE)
+
+
+# -- the receiver says no ------------------------------------------------------------------
+
+
+def test_receiver_without_a_terminal_declines_unless_told_yes(tmp_path: Path, launcher: Launcher) -> None:
+    write_random(tmp_path / "src" / "report.pdf", 200 * KiB)
+    out = tmp_path / "out"  # does not exist: the receiver makes it, and removes it again
+
+    # stdin is /dev/null: nobody could answer "Accept? [y/N]".
+    sender, receiver = start_pair(launcher, [tmp_path / "src"], out, receiver_extra=())
+    sent, received = finish(sender, receiver)
+
+    assert (received.returncode, sent.returncode) == (EXIT_REJECTED, EXIT_REJECTED), logs(sent, received)
+    assert "no terminal to ask on; run with --yes" in received.stderr, received.stderr
+    assert "Offered: 1 files" in received.stderr  # it did show what it refused
+    assert re.search(r"receiver declined", sent.stderr), sent.stderr
+    assert sent.summary is not None and received.summary is not None
+    assert (sent.summary["outcome"], received.summary["outcome"]) == ("rejected", "rejected")
+    assert sent.summary["by_peer"] is True and received.summary["by_peer"] is False
+    assert not out.exists(), snapshot(out)
+
+
+# -- a file that already exists --------------------------------------------------------------
+
+
+def conflict_setup(tmp_path: Path) -> tuple[Path, Path, bytes, bytes]:
+    """``src/clip.mp4`` (new bytes) and ``out/clip.mp4`` (old bytes)."""
+    new = write_random(tmp_path / "src" / "clip.mp4", 1 * MiB + 17)
+    old = write_random(tmp_path / "out" / "clip.mp4", 50 * KiB)
+    return tmp_path / "src" / "clip.mp4", tmp_path / "out", new, old
+
+
+def test_an_existing_file_is_not_overwritten_by_default(tmp_path: Path, launcher: Launcher) -> None:
+    source, out, _new, old = conflict_setup(tmp_path)
+    before = snapshot(out)
+
+    sender, receiver = start_pair(launcher, [source], out)
+    sent, received = finish(sender, receiver)
+
+    assert (received.returncode, sent.returncode) == (EXIT_REJECTED, EXIT_REJECTED), logs(sent, received)
+    assert "already exist" in received.stderr and "clip.mp4" in received.stderr, received.stderr
+    assert "--overwrite" in received.stderr and "--rename" in received.stderr
+    assert "receiver declined" in sent.stderr, sent.stderr
+    assert (out / "clip.mp4").read_bytes() == old
+    assert snapshot(out) == before
+
+
+def test_overwrite_replaces_an_existing_file(tmp_path: Path, launcher: Launcher) -> None:
+    source, out, new, _old = conflict_setup(tmp_path)
+
+    sender, receiver = start_pair(launcher, [source], out, receiver_extra=("--yes", "--overwrite"))
+    sent, received = finish(sender, receiver)
+
+    assert (received.returncode, sent.returncode) == (EXIT_COMPLETED, EXIT_COMPLETED), logs(sent, received)
+    assert os.listdir(out) == ["clip.mp4"]
+    assert (out / "clip.mp4").read_bytes() == new
+    assert received.summary is not None and received.summary["files_verified"] == 1
+
+
+def test_rename_keeps_both_files(tmp_path: Path, launcher: Launcher) -> None:
+    source, out, new, old = conflict_setup(tmp_path)
+
+    sender, receiver = start_pair(launcher, [source], out, receiver_extra=("--yes", "--rename"))
+    sent, received = finish(sender, receiver)
+
+    assert (received.returncode, sent.returncode) == (EXIT_COMPLETED, EXIT_COMPLETED), logs(sent, received)
+    assert sorted(os.listdir(out)) == ["clip (1).mp4", "clip.mp4"]
+    assert (out / "clip.mp4").read_bytes() == old
+    assert (out / "clip (1).mp4").read_bytes() == new
+
+
+# -- cancel (SIGINT) from either side -------------------------------------------------------------
+
+# Small chunks and a tiny window slow the transfer down (a few MB/s) so that it
+# is still running when the signal arrives, even on a fast machine.
+SLOW = ("--chunk-size", "4KiB", "--window", "4")
+RECEIVED_BYTES = re.compile(r"receiving +[\d.]+% \[[^\]]*\] ([\d.]+) (B|KiB|MiB|GiB) /")
+
+
+def wait_for_received_bytes(receiver: Proc, timeout: float) -> None:
+    """Until the receiver's progress bar shows more than 0 bytes received."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(float(m.group(1)) > 0 for m in RECEIVED_BYTES.finditer(receiver.stderr())):
+            return
+        if receiver.popen.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise AssertionError(f"the receiver showed no received bytes within {timeout} s:\n{receiver.text()}")
+
+
+@pytest.mark.parametrize("side", ["sender", "receiver"])
+def test_ctrl_c_on_either_side_cancels_both(tmp_path: Path, launcher: Launcher, side: str) -> None:
+    source = tmp_path / "src" / "footage"
+    generate_media_tree(source, seed=1, small_files=3, large_files=1, large_size=48 * MiB)
+    total = sum(p.stat().st_size for p in source.rglob("*") if p.is_file())
+    out = tmp_path / "out"
+    out.mkdir()
+
+    sender, receiver = start_pair(
+        launcher,
+        [source],
+        out,
+        sender_extra=SLOW,
+        receiver_extra=("--yes", "--progress", "bar", *SLOW),
+    )
+    wait_for_received_bytes(receiver, PROGRESS_DEADLINE)
+    interrupted, other = (sender, receiver) if side == "sender" else (receiver, sender)
+    interrupted.popen.send_signal(signal.SIGINT)
+    signalled = time.monotonic()
+    first = interrupted.wait(CANCEL_DEADLINE)
+    second = other.wait(max(1.0, CANCEL_DEADLINE - (time.monotonic() - signalled)))
+
+    assert (first.returncode, second.returncode) == (EXIT_CANCELLED, EXIT_CANCELLED), logs(first, second)
+    assert first.summary is not None and second.summary is not None
+    assert (first.summary["outcome"], second.summary["outcome"]) == ("cancelled", "cancelled")
+    assert first.summary["by_peer"] is False and second.summary["by_peer"] is True
+    assert "cancelled" in first.stderr and "cancelled" in second.stderr
+    received = first.summary if side == "receiver" else second.summary
+    assert 0 < received["bytes_transferred"] < total, received  # stopped mid-transfer
+    assert not partials(out), partials(out)
+    # A.2 rule 2: files verified before the cancel stay (whole and correct); the
+    # unfinished one is gone, and so is every directory that only it needed.
+    left = snapshot(out)
+    sent_files = {f"footage/{rel}": digest for rel, digest in snapshot(source).items() if digest != "dir"}
+    kept = {rel: digest for rel, digest in left.items() if digest != "dir"}
+    assert all(sent_files.get(rel) == digest for rel, digest in kept.items()), left
+    assert len(kept) < len(sent_files), left
+    assert {rel for rel, digest in left.items() if digest == "dir"} == ancestors(kept), left
+
+
+# -- configuration and usage errors (exit 2, before any session) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "field"),
+    [
+        pytest.param("transfer:\n  windw: 64\n", "transfer.windw", id="typo"),
+        pytest.param(
+            "channel:\n  max_retransmits: 5\n  max_packet_life_time: 2000\n",
+            "channel.max_packet_life_time",
+            id="two-reliability-limits",
+        ),
+    ],
+)
+@pytest.mark.parametrize("module", [SEND, RECEIVE])
+def test_a_bad_config_file_is_one_line_naming_file_and_field(
+    tmp_path: Path, launcher: Launcher, module: str, yaml_text: str, field: str
+) -> None:
+    config = tmp_path / "mine.yaml"
+    config.write_text(yaml_text)
+    (tmp_path / "a.txt").write_text("hello")
+    out = tmp_path / "out"
+    if module == SEND:
+        args = [str(tmp_path / "a.txt"), "--config", str(config)]
+    else:
+        args = ["7-orbit-lantern-velvet", "--signal", "ws://127.0.0.1:9/ws", "--out", str(out), "--config", str(config)]
+
+    finished = run_cli(launcher, "cli", module, args)
+
+    assert finished.returncode == EXIT_USAGE, logs(finished)
+    lines = finished.stderr.strip().splitlines()
+    assert len(lines) == 1, finished.stderr
+    assert str(config) in lines[0] and field in lines[0], lines[0]
+    assert finished.stdout == ""
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("module", [SEND, RECEIVE])
+def test_a_turn_server_is_refused_because_nothing_relays_file_bytes(
+    tmp_path: Path, launcher: Launcher, module: str
+) -> None:
+    (tmp_path / "a.txt").write_text("hello")
+    out = tmp_path / "out"
+    if module == SEND:
+        args = [str(tmp_path / "a.txt"), "--stun", "turn:x:3478"]
+    else:
+        args = ["7-orbit-lantern-velvet", "--signal", "ws://127.0.0.1:9/ws", "--out", str(out), "--stun", "turn:x:3478"]
+
+    finished = run_cli(launcher, "cli", module, args)
+
+    assert finished.returncode == EXIT_USAGE, logs(finished)
+    lines = finished.stderr.strip().splitlines()
+    assert len(lines) == 1, finished.stderr
+    assert "--stun" in lines[0] and "turn:x:3478" in lines[0]
+    assert "TURN is not supported" in lines[0]
+    assert re.search(r"never relays file bytes", lines[0]), lines[0]
+    assert not out.exists()
+
+
+def test_a_missing_path_is_a_usage_error(tmp_path: Path, launcher: Launcher) -> None:
+    missing = tmp_path / "no such folder"
+    finished = run_cli(launcher, "sender", SEND, [str(missing)])
+
+    assert finished.returncode == EXIT_USAGE, logs(finished)
+    assert str(missing) in finished.stderr and "No such file" in finished.stderr, finished.stderr
+    assert "Sending" not in finished.stdout  # no session, no code printed
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        pytest.param(["orbit lantern", "--signal", "ws://127.0.0.1:9/ws"], r"not a transfer code", id="malformed-code"),
+        pytest.param(["7-orbit-lantern-velvet"], r"--signal", id="no-signal-url"),
+        pytest.param(["7-orbit-lantern-velvet", "--signal", "http://x/ws"], r"signal\.url", id="not-a-ws-url"),
+    ],
+)
+def test_receiver_usage_errors(tmp_path: Path, launcher: Launcher, args: list[str], expected: str) -> None:
+    out = tmp_path / "out"
+    finished = run_cli(launcher, "receiver", RECEIVE, [*args, "--out", str(out)])
+
+    assert finished.returncode == EXIT_USAGE, logs(finished)
+    assert re.search(expected, finished.stderr), finished.stderr
+    assert len(finished.stderr.strip().splitlines()) == 1, finished.stderr
+    assert not out.exists()
+
+
+# -- nobody on the other side ----------------------------------------------------------------------
+
+
+def test_a_code_nobody_waits_under_fails_quickly(
+    tmp_path: Path, launcher: Launcher, signal_server: SignalServer
+) -> None:
+    out = tmp_path / "out"
+    started = time.monotonic()
+    receiver = launcher.start("receiver", RECEIVE, receiver_args(new_code(), signal_server.url, out, "--yes"))
+    finished = receiver.wait(UNKNOWN_CODE_DEADLINE)
+    elapsed = time.monotonic() - started
+
+    assert finished.returncode == EXIT_FAILED, logs(finished)
+    assert "no sender is waiting under code" in finished.stderr, finished.stderr
+    assert finished.summary is not None and finished.summary["outcome"] == "failed"
+    assert elapsed < UNKNOWN_CODE_DEADLINE
+    assert not out.exists()
+
+
+# -- not enough space ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "pxfer-test", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a {size} tmpfs here: {result.stderr.strip() or result.returncode}")
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_an_offer_that_does_not_fit_is_refused_before_anything_is_written(
+    tmp_path: Path, launcher: Launcher
+) -> None:
+    write_random(tmp_path / "src" / "big.bin", 8 * MiB)
+    with small_tmpfs(tmp_path / "small", "2m") as out:
+        sender, receiver = start_pair(launcher, [tmp_path / "src"], out)
+        sent, received = finish(sender, receiver)
+        written = snapshot(out)
+
+    assert (received.returncode, sent.returncode) == (EXIT_FAILED, EXIT_FAILED), logs(sent, received)
+    assert "not enough space" in received.stderr, received.stderr
+    assert sent.summary is not None and received.summary is not None
+    assert sent.summary["error_code"] == "no_space", sent.summary
+    assert received.summary["error_code"] == "no_space", received.summary
+    assert sent.summary["bytes_transferred"] == 0
+    assert written == {}
