@@ -49,6 +49,15 @@ class NoRoute(Exception):
         self.observation = observation
 
 
+class Superseded(Exception):
+    """Start the attempt over: a new offer arrived while answering an older one
+    (answer the new one), or the receiver rejoined the room (offer again)."""
+
+    def __init__(self, offer: dict[str, Any]) -> None:
+        super().__init__("superseded by a new offer")
+        self.offer = offer
+
+
 class RoomChannel:
     """The signaling socket, read by one task into a queue; tracks the peer's presence."""
 
@@ -72,6 +81,8 @@ class RoomChannel:
                 if isinstance(message, Peer):
                     if message.event == "joined":
                         self.peer_present.set()
+                        # Whatever we signalled while it was away was dropped (C.5).
+                        self.signals.put_nowait({"type": "peer_joined"})
                     else:
                         self.peer_present.clear()
                 elif isinstance(message, Signal):
@@ -108,6 +119,7 @@ class PeerLink:
         self.opened = asyncio.Event()
         self.closed = asyncio.Event()
         self.connected_at: float | None = None
+        self.answering = False
 
     # -- establishing ------------------------------------------------------------
 
@@ -137,6 +149,7 @@ class PeerLink:
 
     async def answer(self, room: RoomChannel, offer: dict[str, Any], *, timeout: float) -> None:
         """Receiver side: take the offer, answer, wait for the sender's channel."""
+        self.answering = True
 
         @self.pc.on("datachannel")
         def on_datachannel(channel: RTCDataChannel) -> None:
@@ -166,6 +179,10 @@ class PeerLink:
             data = getter.result()
             if data.get("type") == "closed":
                 raise SignalingError("closed", "signaling connection lost while connecting")
+            if data.get("type") == "offer" and self.answering:
+                raise Superseded(data)  # the sender gave up on this attempt and started over
+            if data.get("type") == "peer_joined" and not self.answering:
+                raise Superseded(data)  # the receiver came back: offer again
             if want is not None and data.get("type") == want:
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type=want))
                 want = None

@@ -22,7 +22,13 @@ from typing import Any
 
 from pipeline import control
 from pipeline.connection.dataplane import DataPlane, read_pipe
-from pipeline.connection.peer import LOCAL_MAX_MESSAGE_SIZE, NoRoute, PeerLink, RoomChannel
+from pipeline.connection.peer import (
+    LOCAL_MAX_MESSAGE_SIZE,
+    NoRoute,
+    PeerLink,
+    RoomChannel,
+    Superseded,
+)
 from pipeline.protocol import events as ev
 from pipeline.protocol.outcome import Outcome
 from pipeline.protocol.receiver import ReceiverMachine, ReceiverState
@@ -36,6 +42,10 @@ log = logging.getLogger(__name__)
 
 AGENT = "webrtc-pipeline/0.1 (aiortc)"
 TICK = 0.25
+# A reconnect attempt begun while the path is still down gathers no srflx
+# candidate and cannot succeed; give it this long (doubling per attempt, at
+# most connect_timeout) rather than the whole connect_timeout.
+RECONNECT_ATTEMPT = 5.0
 
 
 class LinkLost(Exception):
@@ -204,27 +214,45 @@ class ConnectionProcess:
         p = self.params
         assert self.room is not None
         deadline = time.monotonic() + p.reconnect_timeout
+        attempts = 0
         while True:
             if not first and time.monotonic() > deadline:
                 self._fail_now(Outcome.FAILED, "timeout", f"the connection was lost and not restored within {p.reconnect_timeout:g} s")
                 raise asyncio.CancelledError
+            # A reconnect attempt never outlives the reconnect deadline (A.1): gathering
+            # (5 s when STUN is unreachable) and the ICE wait both count.
+            remaining = None if first else max(0.0, deadline - time.monotonic())
+            if remaining is None:
+                attempt = p.connect_timeout
+            else:
+                attempt = max(0.1, min(p.connect_timeout, RECONNECT_ATTEMPT * 2**attempts, remaining))
+            attempts += 1
             link = PeerLink(p.stun_servers)
             self._hold_messages(link)
             try:
                 control.send(self.ctl, control.Status(text="connecting" if first else "reconnecting"))
-                if p.role == "sender":
-                    await self._wait_peer(deadline if not first else None)
-                    await link.offer(
-                        self.room,
-                        ordered=p.ordered,
-                        max_retransmits=p.max_retransmits,
-                        max_packet_life_time=p.max_packet_life_time,
-                        timeout=p.connect_timeout,
-                    )
-                else:
-                    offer = await self._wait_offer(deadline if not first else None)
-                    await link.answer(self.room, offer, timeout=p.connect_timeout)
+                async with asyncio.timeout(remaining):
+                    if self.room.closed is not None:
+                        await self._rejoin()
+                    if p.role == "sender":
+                        await self._wait_peer(deadline if not first else None)
+                        self.room.drain()  # answers and markers from earlier attempts
+                        await link.offer(
+                            self.room,
+                            ordered=p.ordered,
+                            max_retransmits=p.max_retransmits,
+                            max_packet_life_time=p.max_packet_life_time,
+                            timeout=attempt,
+                        )
+                    else:
+                        offer = await self._wait_offer(deadline if not first else None)
+                        await link.answer(self.room, offer, timeout=attempt)
                 return link
+            except Superseded as exc:
+                await link.close(graceful=False)
+                if exc.offer.get("type") == "offer":
+                    self._next_offer = exc.offer
+                log.info("starting over: %s", exc.offer.get("type"))
             except (NoRoute, TimeoutError, SignalingError) as exc:
                 await link.close(graceful=False)
                 if first:
@@ -234,6 +262,36 @@ class ConnectionProcess:
             except BaseException:
                 await link.close(graceful=False)
                 raise
+
+    async def _rejoin(self) -> None:
+        """The signaling socket died (a NAT rebinding, a long cut): rejoin the room (C.5).
+
+        ``role_taken``/``room_full``: the server has not yet noticed that our old
+        socket is dead (its heartbeat); retry until the caller's deadline cancels us.
+        """
+        p = self.params
+        assert self.room is not None
+        with contextlib.suppress(Exception):
+            await self.room.close()
+        while True:
+            client = SignalingClient()
+            try:
+                await client.connect(p.signal_url)
+                joined = await client.join(p.code, p.role)
+            except SignalingError as exc:
+                await client.close()
+                if exc.code not in ("role_taken", "room_full", "connect_failed", "closed"):
+                    raise
+                log.info("rejoining the room: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            except BaseException:
+                await client.close()
+                raise
+            self.room = RoomChannel(client)
+            self.room.start(joined.peer_present)
+            log.info("rejoined the room")
+            return
 
     def _hold_messages(self, link: PeerLink) -> None:
         """Have the data plane keep the channel's messages from the moment it exists

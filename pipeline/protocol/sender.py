@@ -306,7 +306,10 @@ class SenderMachine(MachineBase):
         self._maybe_done()
 
     def _on_file_result(self, frame: FileResult) -> None:
-        if frame.id >= len(self.files) or frame.id not in self._file_end_sent:
+        if frame.id >= len(self.files):
+            raise RemoteProtocolError("protocol", f"file_result for unknown file {frame.id}")
+        if frame.id not in self._file_end_sent and frame.status != "io_error":
+            # io_error may come early (the receiver's disk failed mid-file); a verdict on data is not.
             raise RemoteProtocolError("protocol", f"file_result for file {frame.id} before its file_end")
         self.verdicts[frame.id] = frame.status
 

@@ -32,6 +32,10 @@ _decoder: msgspec.json.Decoder[ServerMessage] = msgspec.json.Decoder(ServerMessa
 _encode = msgspec.json.Encoder().encode
 
 
+# A socket that a NAT rebinding or a long cut killed is noticed within 1.5x this.
+HEARTBEAT_SECONDS = 5.0
+
+
 class SignalingError(Exception):
     """The server refused us (``code`` from C.2) or the connection failed."""
 
@@ -72,7 +76,7 @@ class SignalingClient:
             self._session = aiohttp.ClientSession()
         try:
             async with asyncio.timeout(timeout):
-                self._ws = await self._session.ws_connect(url, heartbeat=30.0)
+                self._ws = await self._session.ws_connect(url, heartbeat=HEARTBEAT_SECONDS)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise SignalingError("connect_failed", f"{url}: {exc or type(exc).__name__}") from exc
 

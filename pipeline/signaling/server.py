@@ -55,7 +55,7 @@ from .codes import normalize_code
 log = logging.getLogger(__name__)
 
 FAILED_JOIN_WINDOW: Final = 60.0
-HEARTBEAT_SECONDS: Final = 30.0
+HEARTBEAT_SECONDS: Final = 5.0
 # aiohttp refuses a frame above max_msg_size before reading it, closing with
 # 1009 from inside receive(); headroom above the protocol limit lets ordinary
 # oversize messages get a proper too_large answer from _on_text, and
