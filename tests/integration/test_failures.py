@@ -406,13 +406,6 @@ def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-@pytest.mark.xfail(
-    raises=KnownBug,
-    strict=True,
-    reason="bug in pipeline/protocol: the receiver sends file_result io_error before the "
-    "file's file_end (allowed by B.3), the sender calls that a protocol error and reports "
-    "'protocol: file_result for file 0 before its file_end' instead of the receiver's no_space",
-)
 def test_disk_full_on_the_receiver_fails_and_names_the_file(tmp_path: Path) -> None:
     source = tmp_path / "source"
     generate_media_tree(
