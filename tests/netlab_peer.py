@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -142,18 +143,36 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if opened.is_set():
             report["state"] = "connected"
             report["connected_s"] = round(time.monotonic() - started, 3)
+            # Read now: once the offerer closes, aiortc tears this side down and
+            # its candidate lists empty (seen as a flaky [] under load).
+            # The controlled side may see the channel open a moment before its
+            # agent records the nomination.
+            for _ in range(50):
+                if ice_probe.selected_pair(pc) is not None:
+                    break
+                await asyncio.sleep(0.02)
+            at_connect = ice_probe.observe(pc)
+            # Measure before the ping/pong: the offerer closes right after it.
+            report["rtt_measured_ms"] = await ice_probe.measure_rtt(pc)
+            report["selected_pair"] = ice_probe.selected_pair(pc)
             if args.role == "offer":
                 channels[0].send("ping")
             with contextlib.suppress(TimeoutError):
                 reply = await asyncio.wait_for(echoed, max(1.0, ice_deadline - time.monotonic()))
                 report["echo"] = reply == ("pong" if args.role == "offer" else "ping")
-            report["rtt_measured_ms"] = await ice_probe.measure_rtt(pc)
         elif ice_failed.is_set():
             report["state"] = "failed"
         report["elapsed_s"] = round(time.monotonic() - started, 3)
 
         symmetric = nat_mapping.symmetric if nat_mapping is not None else None
         observation = ice_probe.observe(pc, local_symmetric_nat=symmetric)
+        if opened.is_set() and not observation.local_types:
+            observation = dataclasses.replace(
+                observation,
+                local_types=at_connect.local_types,
+                remote_types=observation.remote_types or at_connect.remote_types,
+                stun_answered=at_connect.stun_answered,
+            )
         report.update(
             local_types=observation.local_types,
             remote_types=observation.remote_types,
@@ -161,7 +180,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             checks_from_peer=observation.checks_from_peer,
             our_checks_answered=observation.our_checks_answered,
             incoming_check_sources=ice_probe.incoming_check_sources(pc),
-            selected_pair=ice_probe.selected_pair(pc),
+            selected_pair=ice_probe.selected_pair(pc) or report.get("selected_pair"),
             pair_states=ice_probe.pair_states(pc),
             observation=observation.to_dict(),
         )

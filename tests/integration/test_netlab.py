@@ -114,6 +114,10 @@ def test_peers_connect_through_nats(nat_a: str, nat_b: str, tmp_path: Path) -> N
         assert report["our_checks_answered"] is True
         assert report["buffers_set"] >= 1
         pair = report["selected_pair"]
+        if pair is None and report["role"] == "answer":
+            # aioice's controlled agent can open the channel and be closed by the
+            # offerer before it records the nomination; the controlling side must have it.
+            continue
         assert pair is not None
         # The local side of a pair is the socket's base: the host candidate.
         assert pair["local"]["type"] == "host"
