@@ -17,10 +17,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 PYTHON = sys.executable
 _counter = 0
@@ -161,3 +163,21 @@ def start_pair(
         url = sender.wait_for_output(r"--signal (ws://\S+)", 5, stream="stdout").group(1)
     receiver = launcher.start("receiver", "pipeline.cli.receive", receiver_args(code, url, out, *receiver_extra))
     return sender, receiver
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """Mount a tmpfs of ``size`` at ``path`` (root only; skips otherwise); always unmounted."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "pxfer-test", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a {size} tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)

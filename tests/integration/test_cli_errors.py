@@ -17,21 +17,27 @@ process of either pipeline outlives the test.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
 import signal
-import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from pipeline.mediagen import generate_media_tree
-from tests.cli_harness import Finished, Launcher, Proc, new_code, receiver_args, start_pair
+from tests.cli_harness import (
+    Finished,
+    Launcher,
+    Proc,
+    new_code,
+    receiver_args,
+    small_tmpfs,
+    start_pair,
+)
 
 if TYPE_CHECKING:
     from tests.integration.conftest import SignalServer
@@ -332,23 +338,6 @@ def test_a_code_nobody_waits_under_fails_quickly(
 
 
 # -- not enough space ------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
-    path.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "pxfer-test", str(path)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a {size} tmpfs here: {result.stderr.strip() or result.returncode}")
-    try:
-        yield path
-    finally:
-        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 def test_an_offer_that_does_not_fit_is_refused_before_anything_is_written(

@@ -46,6 +46,7 @@ from tests.cli_harness import (
     new_code,
     receiver_args,
     sender_args,
+    small_tmpfs,
 )
 
 pytestmark = pytest.mark.slow
@@ -390,20 +391,6 @@ def test_sigkill_mid_transfer_fails_both_sides_cleanly(
 # -- 2. the receiver's disk fills up during the transfer ------------------------------
 
 
-@contextlib.contextmanager
-def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
-    path.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a {size} tmpfs (needs root): {mounted.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def test_disk_full_on_the_receiver_fails_and_names_the_file(tmp_path: Path) -> None:
