@@ -17,6 +17,7 @@ from .errors import ErrorCode, RemoteProtocolError
 from .events import Output, SendControl, Terminated
 from .frames import (
     MAX_CONTROL_FRAME,
+    PROTOCOL_VERSION,
     Cancel,
     ControlFrame,
     DataFrame,
@@ -38,6 +39,7 @@ class MachineBase:
         self.outcome: Outcome | None = None
         self.error_code: str | None = None
         self.message = ""
+        self.agent: str | None = None
         self._outbox: list[Output] = []
 
     # -- shell interface ---------------------------------------------------------
@@ -99,6 +101,16 @@ class MachineBase:
         """Run time-driven work due at ``now``."""
 
     # -- shared internals --------------------------------------------------------
+
+    def _hello(self, *, resume: bool) -> Hello:
+        return Hello(
+            v=PROTOCOL_VERSION,
+            role=self.role,  # type: ignore[arg-type]
+            session=self.session,
+            max_message_size=self.max_message_size,
+            agent=self.agent,
+            resume=resume,
+        )
 
     def _send(self, frame: ControlFrame) -> None:
         self._outbox.append(SendControl(frame))

@@ -38,7 +38,6 @@ from .events import (
 )
 from .frames import (
     MAX_SACK_RANGES,
-    PROTOCOL_VERSION,
     Accept,
     Ack,
     ControlFrame,
@@ -377,16 +376,6 @@ class ReceiverMachine(MachineBase):
         self._maybe_done_ack()
 
     # -- internals ---------------------------------------------------------------
-
-    def _hello(self, *, resume: bool) -> Hello:
-        return Hello(
-            v=PROTOCOL_VERSION,
-            role="receiver",
-            session=self.session,
-            max_message_size=self.max_message_size,
-            agent=self.agent,
-            resume=resume,
-        )
 
     def _send_ack(self) -> None:
         self._ack_due = None

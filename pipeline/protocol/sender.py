@@ -32,7 +32,6 @@ from .errors import LocalProtocolError, RemoteProtocolError
 from .events import Negotiated, ReleaseChunk, SendData
 from .frames import (
     DATA_HEADER_LEN,
-    PROTOCOL_VERSION,
     Accept,
     Ack,
     ControlFrame,
@@ -323,16 +322,6 @@ class SenderMachine(MachineBase):
         )
 
     # -- internals ---------------------------------------------------------------
-
-    def _hello(self, *, resume: bool) -> Hello:
-        return Hello(
-            v=PROTOCOL_VERSION,
-            role="sender",
-            session=self.session,
-            max_message_size=self.max_message_size,
-            agent=self.agent,
-            resume=resume,
-        )
 
     def _send_manifest(self) -> None:
         for part in build_manifest_parts(self.files, self.chunk_size):
