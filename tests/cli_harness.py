@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 PYTHON = sys.executable
+INTERRUPT_GRACE = 10.0  # seconds a CLI gets to end cancelled on close before it is killed
 _counter = 0
 
 
@@ -116,6 +117,16 @@ class Launcher:
         return proc
 
     def close(self) -> None:
+        # Ctrl-C first, as a user would: the CLI then stops its processes and unlinks
+        # its shared memory itself (a SIGKILLed supervisor cannot), so a test that
+        # failed midway does not also report leaks that are only the harness's doing.
+        running = [proc for proc in self.procs if proc.popen.poll() is None]
+        for proc in running:
+            proc.popen.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + INTERRUPT_GRACE
+        for proc in running:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(max(0.0, deadline - time.monotonic()))
         for proc in self.procs:
             if proc.popen.poll() is None:
                 proc.popen.send_signal(signal.SIGKILL)
@@ -149,6 +160,7 @@ def start_pair(
     sender_extra: Sequence[str] = (),
     receiver_extra: Sequence[str] = ("--yes",),
     url: str | None = None,
+    receiver_stdin: int | None = subprocess.DEVNULL,
 ) -> tuple[Proc, Proc]:
     """Start a sender (embedded signaling unless ``url``), wait for its room, start the receiver."""
     code = new_code()
@@ -161,7 +173,9 @@ def start_pair(
     sender.wait_for_output(r"joined the room", 30)
     if url is None:
         url = sender.wait_for_output(r"--signal (ws://\S+)", 5, stream="stdout").group(1)
-    receiver = launcher.start("receiver", "pipeline.cli.receive", receiver_args(code, url, out, *receiver_extra))
+    receiver = launcher.start(
+        "receiver", "pipeline.cli.receive", receiver_args(code, url, out, *receiver_extra), stdin=receiver_stdin
+    )
     return sender, receiver
 
 

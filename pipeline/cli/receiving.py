@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import sys
-import threading
 
 from pipeline import control
 from pipeline.cli.common import (
@@ -86,24 +85,32 @@ class Decider:
 
 
 async def _ask(prompt: str) -> str:
-    """input() on a daemon thread: a cancelled session must not wait for the user's Enter
-    (asyncio.run would join an executor thread that is blocked in input())."""
+    """Ask on the terminal without a thread: the event loop watches fd 0 and reads it
+    with ``os.read``. A session that ends while the question is open just stops
+    watching; nothing is left blocked in ``input()`` holding stdin's lock (which made
+    interpreter shutdown abort with ``_enter_buffered_busy``)."""
     loop = asyncio.get_running_loop()
     answer: asyncio.Future[str] = loop.create_future()
+    line = bytearray()
+    fd = sys.stdin.fileno()
 
-    def ask() -> None:
+    def readable() -> None:
         try:
-            text = input(prompt)
-        except (EOFError, OSError):
-            text = ""
-        def deliver() -> None:
-            if not answer.done():
-                answer.set_result(text)
+            data = os.read(fd, 1024)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        line.extend(data)
+        if (not data or b"\n" in data) and not answer.done():
+            answer.set_result(line.split(b"\n", 1)[0].decode(errors="replace"))
 
-        loop.call_soon_threadsafe(deliver)
-
-    threading.Thread(target=ask, name="prompt", daemon=True).start()
-    return await answer
+    print(prompt, end="", flush=True)
+    loop.add_reader(fd, readable)
+    try:
+        return await answer
+    finally:
+        loop.remove_reader(fd)
 
 
 async def run(cfg: Config, args: argparse.Namespace, code: str, url: str, out_dir: str) -> int:

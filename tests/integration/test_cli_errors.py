@@ -123,6 +123,36 @@ def test_receiver_without_a_terminal_declines_unless_told_yes(tmp_path: Path, la
     assert not out.exists(), snapshot(out)
 
 
+@pytest.mark.parametrize(("answer", "accepted"), [("y", True), ("YES", True), ("n", False), ("", False)])
+def test_receiver_on_a_terminal_asks_and_does_what_it_is_told(
+    tmp_path: Path, launcher: Launcher, answer: str, accepted: bool
+) -> None:
+    data = write_random(tmp_path / "src" / "report.pdf", 300 * KiB)
+    out = tmp_path / "out"
+    master, slave = os.openpty()
+    try:
+        sender, receiver = start_pair(launcher, [tmp_path / "src"], out, receiver_extra=(), receiver_stdin=slave)
+        os.close(slave)
+        slave = -1
+        receiver.wait_for_output(r"Accept\? \[y/N\] ", PROGRESS_DEADLINE, stream="stdout")
+        # --out is made up front (to know it is writable) but holds nothing yet.
+        assert snapshot(out) == {}, "something was written before the user answered"
+        os.write(master, f"{answer}\n".encode())
+        sent, received = finish(sender, receiver)
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+
+    if accepted:
+        assert (received.returncode, sent.returncode) == (EXIT_COMPLETED, EXIT_COMPLETED), logs(sent, received)
+        assert (out / "src" / "report.pdf").read_bytes() == data
+    else:
+        assert (received.returncode, sent.returncode) == (EXIT_REJECTED, EXIT_REJECTED), logs(sent, received)
+        assert "declined by the user" in received.stderr, received.stderr
+        assert not out.exists(), snapshot(out)
+
+
 # -- a file that already exists --------------------------------------------------------------
 
 
