@@ -30,7 +30,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -110,17 +110,88 @@ async def _recv(conn: Connection) -> Any:
     return conn.recv()
 
 
-def _new_pc() -> Any:
-    from aiortc import RTCConfiguration, RTCPeerConnection
+def new_peer_connection(stun_servers: Sequence[str] = ()) -> Any:
+    """An ``RTCPeerConnection`` with only these STUN servers (none: host candidates only)."""
+    from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 
-    return RTCPeerConnection(RTCConfiguration(iceServers=[]))  # [] = host candidates only
+    # [] = host candidates only; None would mean Google's public STUN server.
+    return RTCPeerConnection(RTCConfiguration(iceServers=[RTCIceServer(url) for url in stun_servers]))
 
 
-def _raise_receive_buffer(pc: Any) -> None:
-    # Same socket setting as the pipeline's peers (see ice_probe.set_receive_buffer).
+def raise_receive_buffer(pc: Any) -> None:
+    """Same socket setting as the pipeline's peers (see ice_probe.set_receive_buffer);
+    call it after ``setLocalDescription``, once the ICE sockets exist."""
     from pipeline.connection import ice_probe
 
     ice_probe.set_receive_buffer(pc)
+
+
+async def send_with_backpressure(
+    channel: Any, total: int, message_size: int, buffered_high: int, buffered_low: int
+) -> None:
+    """Send ``total`` bytes on an open channel as ``message_size``-byte messages with the
+    pipeline's backpressure rule: send while ``bufferedAmount`` is below ``buffered_high``,
+    then wait for ``bufferedamountlow`` (threshold ``buffered_low``). Raises
+    ConnectionError if the channel closes meanwhile."""
+    channel.bufferedAmountLowThreshold = buffered_low
+    drained, closed = asyncio.Event(), asyncio.Event()
+    channel.on("bufferedamountlow", drained.set)
+    channel.on("close", closed.set)
+    channel.on("close", drained.set)  # never wait for a drain that cannot come
+    payload = os.urandom(message_size)
+    sent = 0
+    while sent < total:
+        if channel.bufferedAmount >= buffered_high:
+            drained.clear()
+            if channel.bufferedAmount >= buffered_high:  # re-check: the event may have fired before clear()
+                await drained.wait()
+            if closed.is_set():
+                raise ConnectionError("channel closed while sending")
+            continue
+        n = min(message_size, total - sent)
+        channel.send(payload if n == message_size else payload[:n])
+        sent += n
+
+
+class ReceiveCounter:
+    """The receiving side's only work: count bytes. ``on_message`` is the channel's
+    ``message`` handler; it keeps a progress point every SERIES_STEP s, the time each
+    of LOW_MARK and HIGH_MARK of ``total`` was reached, the first and the last byte, and
+    sets ``done`` once ``total`` bytes have arrived. Times are ``time.monotonic``."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.count = 0
+        self.series: list[tuple[float, int]] = []
+        self.marks: dict[float, tuple[float, int]] = {}
+        self.first: tuple[float, int] | None = None  # (time, bytes) of the first message
+        self.t_last: float | None = None
+        self.done = asyncio.Event()
+        self._next_t = 0.0
+
+    def on_message(self, message: bytes | str) -> None:
+        now = time.monotonic()
+        self.count += len(message)
+        count = self.count
+        if self.first is None:
+            self.first = (now, count)
+        if now >= self._next_t or count >= self.total:
+            self.series.append((now, count))
+            self._next_t = now + SERIES_STEP
+        for mark in (LOW_MARK, HIGH_MARK):
+            if mark not in self.marks and count >= mark * self.total:
+                self.marks[mark] = (now, count)
+        if count >= self.total and self.t_last is None:
+            self.t_last = now
+            self.done.set()
+
+    @property
+    def steady_bytes_per_s(self) -> float:
+        """Bytes per second between LOW_MARK and HIGH_MARK (0.0 until both are reached)."""
+        if LOW_MARK not in self.marks or HIGH_MARK not in self.marks:
+            return 0.0
+        (t_lo, b_lo), (t_hi, b_hi) = self.marks[LOW_MARK], self.marks[HIGH_MARK]
+        return (b_hi - b_lo) / (t_hi - t_lo) if t_hi > t_lo else 0.0
 
 
 def _cap_cwnd(cap: int) -> None:
@@ -148,38 +219,24 @@ async def _sender(conn: Connection, params: dict[str, Any]) -> None:
 
     if params.get("cwnd_cap"):
         _cap_cwnd(params["cwnd_cap"])
-    total, size = params["total_bytes"], params["message_size"]
-    high, low = params["buffered_high"], params["buffered_low"]
-    pc = _new_pc()
+    pc = new_peer_connection()
     channel = pc.createDataChannel("bench", ordered=True)
-    channel.bufferedAmountLowThreshold = low
-    opened, drained, closed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    opened, closed = asyncio.Event(), asyncio.Event()
     channel.on("open", opened.set)
-    channel.on("bufferedamountlow", drained.set)
     channel.on("close", closed.set)
-    channel.on("close", drained.set)  # never wait for a drain that cannot come
     await pc.setLocalDescription(await pc.createOffer())
-    _raise_receive_buffer(pc)
+    raise_receive_buffer(pc)
     conn.send(("offer", pc.localDescription.sdp))
     _, sdp = await _recv(conn)
     await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
     await opened.wait()
     t_open, cpu_open = time.monotonic(), time.process_time()
     conn.send(("open", t_open))
-    payload = os.urandom(size)
-    probe = asyncio.ensure_future(_probe_sctp(pc, sctp_series := []))
-    sent = 0
-    while sent < total:
-        if channel.bufferedAmount >= high:
-            drained.clear()
-            if channel.bufferedAmount >= high:  # re-check: the event may have fired before clear()
-                await drained.wait()
-            if closed.is_set():
-                raise ConnectionError("channel closed while sending")
-            continue
-        n = min(size, total - sent)
-        channel.send(payload if n == size else payload[:n])
-        sent += n
+    sctp_series: list[tuple[float, int, int, int]] = []
+    probe = asyncio.ensure_future(_probe_sctp(pc, sctp_series))
+    await send_with_backpressure(
+        channel, params["total_bytes"], params["message_size"], params["buffered_high"], params["buffered_low"]
+    )
     await _recv(conn)  # "finish": the receiver has counted everything
     cpu_end = time.process_time()
     probe.cancel()
@@ -210,42 +267,21 @@ async def _probe_sctp(pc: Any, series: list[tuple[float, int, int, int]]) -> Non
 async def _receiver(conn: Connection, params: dict[str, Any]) -> None:
     from aiortc import RTCSessionDescription
 
-    total = params["total_bytes"]
-    pc = _new_pc()
-    done = asyncio.Event()
-    state: dict[str, Any] = {"count": 0, "series": [], "next_t": 0.0, "marks": {}}
-
-    def on_message(message: bytes | str) -> None:
-        now = time.monotonic()
-        state["count"] += len(message)
-        count = state["count"]
-        if now >= state["next_t"] or count >= total:
-            state["series"].append((now, count))
-            state["next_t"] = now + SERIES_STEP
-        for mark in (LOW_MARK, HIGH_MARK):
-            if mark not in state["marks"] and count >= mark * total:
-                state["marks"][mark] = (now, count)
-        if count >= total:
-            state["t_last"] = now
-            done.set()
-
-    @pc.on("datachannel")
-    def on_datachannel(channel: Any) -> None:
-        channel.on("message", on_message)
-
+    pc = new_peer_connection()
+    counter = ReceiveCounter(params["total_bytes"])
+    pc.on("datachannel", lambda channel: channel.on("message", counter.on_message))
     _, sdp = await _recv(conn)
     cpu_open = time.process_time()
     await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
     await pc.setLocalDescription(await pc.createAnswer())
-    _raise_receive_buffer(pc)
+    raise_receive_buffer(pc)
     conn.send(("answer", pc.localDescription.sdp))
-    await done.wait()
+    await counter.done.wait()
     cpu_end = time.process_time()
-    (t_lo, b_lo), (t_hi, b_hi) = state["marks"][LOW_MARK], state["marks"][HIGH_MARK]
     report = {
-        "t_last": state["t_last"],
-        "steady_bytes_per_s": (b_hi - b_lo) / (t_hi - t_lo) if t_hi > t_lo else 0.0,
-        "series": state["series"],
+        "t_last": counter.t_last,
+        "steady_bytes_per_s": counter.steady_bytes_per_s,
+        "series": counter.series,
         "cpu_s": cpu_end,
         "cpu_data_s": cpu_end - cpu_open,
     }

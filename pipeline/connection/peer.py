@@ -239,8 +239,23 @@ class PeerLink:
             "remote_candidate_types": ice_probe.remote_candidate_types(self.pc),
             "stun_answered": ice_probe.stun_answered(self.pc),
             "selected_pair": ice_probe.selected_pair(self.pc),
+            "channel": self.channel_options(),
         }
         return facts
+
+    def channel_options(self) -> dict[str, Any] | None:
+        """The DataChannel as negotiated: what this side actually runs with."""
+        channel = self.channel
+        if channel is None:
+            return None
+        return {
+            "label": channel.label,
+            "protocol": channel.protocol,
+            "ordered": channel.ordered,
+            "max_retransmits": channel.maxRetransmits,
+            "max_packet_life_time": channel.maxPacketLifeTime,
+            "max_message_size": self.max_message_size(),
+        }
 
     async def close(self, *, graceful: bool, timeout: float = 3.0) -> None:
         """Close the channel first (lossless, see aiortc-facts.md), then the connection."""

@@ -149,15 +149,15 @@ def test_media_tree_through_the_senders_embedded_signaling(tmp_path: Path, launc
 
 
 @pytest.mark.parametrize(
-    "channel",
+    ("channel", "negotiated"),
     [
-        pytest.param("ordered: false", id="unordered"),
-        pytest.param("max_retransmits: 5", id="max_retransmits"),
-        pytest.param("max_packet_life_time: 2000", id="max_packet_life_time"),
+        pytest.param("ordered: false", {"ordered": False}, id="unordered"),
+        pytest.param("max_retransmits: 5", {"max_retransmits": 5}, id="max_retransmits"),
+        pytest.param("max_packet_life_time: 2000", {"max_packet_life_time": 2000}, id="max_packet_life_time"),
     ],
 )
 def test_datachannel_options_from_a_config_file(
-    tmp_path: Path, launcher: Launcher, channel: str
+    tmp_path: Path, launcher: Launcher, channel: str, negotiated: dict[str, Any]
 ) -> None:
     source = tmp_path / "src" / "clips"
     generate_media_tree(source, seed=7, small_files=12, large_files=1, large_size=3 * MiB, unicode=False)
@@ -170,13 +170,21 @@ def test_datachannel_options_from_a_config_file(
         [source],
         out,
         sender_extra=["--config", str(config)],
-        receiver_extra=["--yes", "--config", str(config)],
+        receiver_extra=["--yes"],
     )
     sent, received = finish(sender, receiver, SMALL_DEADLINE)
 
     assert_completed(sent, received, files=13, total_bytes=payload_bytes(sent_tree))
     assert tree_digest(out / "clips") == sent_tree
     assert_no_partials(out)
+    # Both sides ran with the options asked for: the receiver (no config given) learnt
+    # them from the channel the sender opened (DCEP).
+    expected = {"ordered": True, "max_retransmits": None, "max_packet_life_time": None, **negotiated}
+    for summary in (sent.summary, received.summary):
+        assert summary is not None
+        options = summary["connection"]["channel"]
+        assert {k: options[k] for k in expected} == expected, options
+        assert (options["label"], options["protocol"]) == ("xfer", "xfer/1"), options
 
 
 def test_a_directory_and_a_loose_file_in_one_session(tmp_path: Path, launcher: Launcher) -> None:
