@@ -489,6 +489,14 @@ def _type_word(value: object) -> str:
 _STUN_URL = re.compile(r"stun:(?P<host>[^\s:?/\[\]@]+)(?::(?P<port>[0-9]{1,5}))?")
 
 
+def stun_address(url: str) -> tuple[str, int]:
+    """``stun:host[:port]`` (already validated) -> ``(host, port)``; port 3478 by default."""
+    match = _STUN_URL.fullmatch(url)
+    if match is None:
+        raise ValueError(f"not a stun:host[:port] URL: {url!r}")
+    return match.group("host"), int(match.group("port") or 3478)
+
+
 def _stun_url_problem(url: str) -> str | None:
     """Why ``url`` is not a usable ``stun:host[:port]``, or ``None`` if it is."""
     scheme = url.split(":", 1)[0].lower()

@@ -16,7 +16,11 @@ The decision order (first match wins) and the signal each step relies on::
     ours answered, none of theirs arrived     -> we_filter
     nothing in either direction:
         we are not behind a symmetric NAT     -> peer_filters
-        we are (or cannot tell)               -> symmetric_nat_both
+        we measured that we are               -> symmetric_nat_here
+        we cannot tell                        -> symmetric_nat_both
+
+Whether "we are behind a symmetric NAT" is known depends on two STUN servers
+(distinct addresses) answering the same socket: see ``ice_probe.probe_nat_mapping``.
     anything else                             -> unknown
 
 "Nothing in either direction" is what two NATs that drop unsolicited UDP look
@@ -33,6 +37,7 @@ CAUSES: Final[tuple[str, ...]] = (
     "udp_blocked",
     "stun_unreachable",
     "symmetric_nat_both",
+    "symmetric_nat_here",
     "peer_filters",
     "we_filter",
     "no_stun_different_networks",
@@ -257,16 +262,29 @@ def explain_no_route(obs: Observation) -> Diagnosis:
                 ),
                 advice=[_PORT_FORWARD, _PEER_PORT_FORWARD, _IPV6, _VPN, _OTHER_NETWORK],
             )
-        nat_note = (
-            "this side's router picks a new public port for every destination"
-            if obs.local_symmetric_nat
-            else "this side's NAT type could not be measured"
-        )
+        if obs.local_symmetric_nat:
+            return Diagnosis(
+                cause="symmetric_nat_here",
+                summary=(
+                    "Both sides learned their public addresses, but no connectivity "
+                    "check got through in either direction; this side's router picks a "
+                    f"new public port for every destination, a symmetric NAT ({seen})."
+                ),
+                likely=(
+                    "This side's symmetric NAT sends from a port the other side never "
+                    "heard of, and the other side's router drops packets from unknown "
+                    "ports. From behind a symmetric NAT, a direct connection needs the "
+                    "other side to accept UDP from anywhere (a public address, a "
+                    "full-cone NAT or a forwarded port)."
+                ),
+                advice=[_OTHER_NETWORK, _PEER_PORT_FORWARD, _IPV6, _VPN, _SAME_LAN],
+            )
         return Diagnosis(
             cause="symmetric_nat_both",
             summary=(
                 "Both sides learned their public addresses, but no connectivity check "
-                f"got through in either direction; {nat_note} ({seen})."
+                "got through in either direction; this side's NAT type could not be "
+                f"measured (it takes two STUN servers) ({seen})."
             ),
             likely=(
                 "Both sides are behind routers that drop unexpected incoming UDP, at "

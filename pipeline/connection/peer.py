@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from typing import Any
 
@@ -28,6 +29,7 @@ from aiortc import (
 )
 from aiortc.sdp import candidate_from_sdp
 
+from pipeline.config import stun_address
 from pipeline.connection import ice_probe
 from pipeline.connection.diagnostics import Diagnosis, explain_no_route
 from pipeline.signaling import Peer, Signal
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 LABEL = "xfer"
 SUBPROTOCOL = "xfer/1"
 LOCAL_MAX_MESSAGE_SIZE = 262144  # what aiortc 1.16 advertises
+NAT_PROBE_TIMEOUT = 2.0  # s for the STUN servers to answer the mapping probe
 
 
 class NoRoute(Exception):
@@ -120,6 +123,10 @@ class PeerLink:
         self.closed = asyncio.Event()
         self.connected_at: float | None = None
         self.answering = False
+        # With two STUN servers, how this side's NAT maps: measured beside ICE (aiortc
+        # itself asks only the first server), for the summary and the no-route diagnosis.
+        self.stun_servers = list(stun_servers)
+        self._nat_probe: asyncio.Task[ice_probe.NatMapping | None] | None = None
 
     # -- establishing ------------------------------------------------------------
 
@@ -142,6 +149,7 @@ class PeerLink:
         )
         self._adopt(channel)
         ice_probe.watch(self.pc)
+        self._start_nat_probe()
         await self.pc.setLocalDescription(await self.pc.createOffer())
         ice_probe.set_receive_buffer(self.pc)
         await room.send({"type": "offer", "sdp": self.pc.localDescription.sdp})
@@ -157,6 +165,7 @@ class PeerLink:
 
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
         ice_probe.watch(self.pc)
+        self._start_nat_probe()
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         ice_probe.set_receive_buffer(self.pc)
         await room.send({"type": "answer", "sdp": self.pc.localDescription.sdp})
@@ -220,8 +229,19 @@ class PeerLink:
             if self.pc.connectionState in ("failed", "closed"):
                 self.closed.set()
 
+    def _start_nat_probe(self) -> None:
+        if len(self.stun_servers) >= 2 and self._nat_probe is None:
+            self._nat_probe = asyncio.ensure_future(_probe_nat(self.stun_servers))
+
+    def _nat_mapping(self) -> ice_probe.NatMapping | None:
+        probe = self._nat_probe
+        if probe is None or not probe.done() or probe.cancelled() or probe.exception() is not None:
+            return None
+        return probe.result()
+
     def _no_route(self) -> NoRoute:
-        observation = ice_probe.observe(self.pc, None)
+        mapping = self._nat_mapping()
+        observation = ice_probe.observe(self.pc, mapping.symmetric if mapping is not None else None)
         diagnosis = explain_no_route(observation)
         return NoRoute(diagnosis, observation.to_dict())
 
@@ -241,6 +261,11 @@ class PeerLink:
             "selected_pair": ice_probe.selected_pair(self.pc),
             "channel": self.channel_options(),
         }
+        if self._nat_probe is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._nat_probe), NAT_PROBE_TIMEOUT)
+            mapping = self._nat_mapping()
+            facts["nat_mapping"] = mapping.to_dict() if mapping is not None else None
         return facts
 
     def channel_options(self) -> dict[str, Any] | None:
@@ -263,5 +288,24 @@ class PeerLink:
             self.channel.close()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.closed.wait(), timeout)
+        if self._nat_probe is not None:
+            self._nat_probe.cancel()
         with contextlib.suppress(Exception):
             await self.pc.close()
+
+
+async def _probe_nat(stun_servers: list[str]) -> ice_probe.NatMapping | None:
+    """The NAT mapping probe against the configured STUN servers' distinct IPv4
+    addresses (names resolved without blocking the loop); None with fewer than two."""
+    loop = asyncio.get_running_loop()
+    targets: dict[str, tuple[str, int]] = {}
+    for url in stun_servers:
+        host, port = stun_address(url)
+        with contextlib.suppress(OSError):
+            infos = await loop.getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
+            if infos:
+                address = infos[0][4]
+                targets.setdefault(str(address[0]), (str(address[0]), int(address[1])))
+    if len(targets) < 2:
+        return None
+    return await ice_probe.probe_nat_mapping(list(targets.values()), timeout=NAT_PROBE_TIMEOUT)

@@ -159,7 +159,7 @@ def test_no_route_is_diagnosed(nat_a: str, nat_b: str, tmp_path: Path) -> None:
             assert report["remote_types"] == ["host", "srflx"]
             assert report["stun_answered"] is True
             assert report["nat_mapping"]["symmetric"] is True
-            assert report["diagnosis"]["cause"] == "symmetric_nat_both"
+            assert report["diagnosis"]["cause"] == "symmetric_nat_here"
     else:
         # The blocked side never heard from STUN; the other side did, and saw
         # only the blocked side's private address.

@@ -31,7 +31,8 @@ CASES: dict[str, Observation] = {
         remote_types=["host"],
         remote_addresses_private_only=True,
     ),
-    "symmetric_nat_both": replace(BASE, local_symmetric_nat=True),
+    "symmetric_nat_both": BASE,  # nothing got through, our NAT type unmeasured
+    "symmetric_nat_here": replace(BASE, local_symmetric_nat=True),
     "peer_filters": replace(BASE, checks_from_peer=True, remote_types=["host", "srflx", "prflx"]),
     "we_filter": replace(BASE, our_checks_answered=True),
     "no_stun_different_networks": replace(
@@ -95,7 +96,10 @@ def test_nat_type_splits_nothing_got_through() -> None:
     assert unknown_nat.cause == "symmetric_nat_both"
     assert "could not be measured" in unknown_nat.summary
     symmetric = explain_no_route(replace(BASE, local_symmetric_nat=True))
-    assert "new public port" in symmetric.summary
+    assert symmetric.cause == "symmetric_nat_here"
+    assert "new public port" in symmetric.summary and "symmetric NAT" in symmetric.summary
+    # From behind a symmetric NAT, the other side's help is what can make it work.
+    assert any("other person" in line for line in symmetric.advice)
     cone = explain_no_route(replace(BASE, local_symmetric_nat=False))
     assert cone.cause == "peer_filters"
     # Our own port forward helps when only the peer maps per destination.
