@@ -26,7 +26,8 @@ class SourceError(Exception):
 @dataclass
 class Sources:
     entries: list[FileEntry] = field(default_factory=list)
-    files: list[tuple[int, str, int]] = field(default_factory=list)  # (id, absolute path, size)
+    # (id, absolute path, size, manifest path): what the reader reads, and names it by
+    files: list[tuple[int, str, int, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
     @property
@@ -62,7 +63,7 @@ def collect_sources(paths: list[str]) -> Sources:
                 mode=stat.S_IMODE(st.st_mode),
             )
         )
-        sources.files.append((file_id, absolute, st.st_size))
+        sources.files.append((file_id, absolute, st.st_size, rel))
     try:
         validate_manifest_paths([e.path for e in sources.entries])
     except RemoteProtocolError as exc:

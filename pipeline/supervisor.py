@@ -85,7 +85,7 @@ class Supervisor:
         ring_slots: int,
         reporter: Reporter,
         telemetry: TelemetryRecorder,
-        sender_files: list[tuple[int, str, int]] | None = None,
+        sender_files: list[tuple[int, str, int, str]] | None = None,
         receiver: ReceiverPlan | None = None,
         log_level: int = logging.WARNING,
     ) -> None:

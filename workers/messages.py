@@ -140,12 +140,15 @@ class WorkerError(_Message, frozen=True):
 
     ``code`` is an Appendix B.3 error code (``io_error``, ``no_space``,
     ``bad_path``, ``internal``); ``message`` is for humans and names the file.
+    ``peer_message``, when set, is what the peer may be told instead: it names
+    the file by its manifest path, not by where it lives on this machine.
     """
 
     worker: str
     code: str
     message: str
     file_id: NonNegative | None = None
+    peer_message: str = ""
 
 
 class Stop(_Message, frozen=True):

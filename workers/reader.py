@@ -47,7 +47,21 @@ class _Stopped(Exception):
 
 
 class _FileFault(Exception):
-    """The current file cannot be read as announced; ``str()`` says why."""
+    """The current file cannot be read as announced.
+
+    ``text`` says why with ``{file}`` where the file goes: :meth:`local` names it
+    by its path here, :meth:`peer` by its manifest path (the peer does not learn
+    where files live on this machine)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def local(self, path: str) -> str:
+        return self.text.replace("{file}", path)
+
+    def peer(self, name: str) -> str:
+        return self.text.replace("{file}", name)
 
 
 class _Reader:
@@ -107,12 +121,13 @@ class _Reader:
 
     # -- files --------------------------------------------------------------
 
-    def read_files(self, files: list[tuple[int, str, int]]) -> None:
-        for file_id, path, size in files:
+    def read_files(self, files: list[tuple[int, str, int, str]]) -> None:
+        for file_id, path, size, name in files:
             try:
                 self._read_file(file_id, path, size)
             except _FileFault as exc:
-                self._report("io_error", str(exc), file_id)
+                error = WorkerError(WORKER, "io_error", exc.local(path), file_id, exc.peer(name))
+                report(self._to_conn, error)
                 return
 
     def _read_file(self, file_id: int, path: str, size: int) -> None:
@@ -120,10 +135,10 @@ class _Reader:
             # O_NONBLOCK: opening a FIFO planted in place of a file must not hang.
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
-            raise _FileFault(f"cannot open {path}: {exc.strerror}") from exc
+            raise _FileFault(f"cannot open {{file}}: {exc.strerror}") from exc
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise _FileFault(f"{path} is no longer a regular file")
+                raise _FileFault("{file} is no longer a regular file")
             with contextlib.suppress(OSError):
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
             offset = 0
@@ -132,10 +147,10 @@ class _Reader:
                 length = min(self._chunk_size, size - offset)
                 slot = self._take_slot()
                 try:
-                    self._fill(fd, path, slot, offset, length)
+                    self._fill(fd, slot, offset, length, size)
                     last = offset + length == size
                     if last:
-                        self._check_no_more(fd, path, size)
+                        self._check_no_more(fd, size)
                 except BaseException:
                     self._free.appendleft(slot)  # never announced: still ours
                     raise
@@ -146,12 +161,12 @@ class _Reader:
                 offset += length
                 index += 1
             if size == 0:
-                self._check_no_more(fd, path, size)
+                self._check_no_more(fd, size)
         finally:
             os.close(fd)
         send(self._to_hasher, FileRead(file_id, size))
 
-    def _fill(self, fd: int, path: str, slot: int, offset: int, length: int) -> None:
+    def _fill(self, fd: int, slot: int, offset: int, length: int, size: int) -> None:
         got = 0
         with self._ring.payload(slot, length) as view:
             while got < length:
@@ -160,23 +175,24 @@ class _Reader:
                         n = os.preadv(fd, [rest], offset + got)
                 except OSError as exc:
                     raise _FileFault(
-                        f"cannot read {path} at byte {offset + got}: {exc.strerror}"
+                        f"cannot read {{file}} at byte {offset + got}: {exc.strerror}"
                     ) from exc
                 if n == 0:
                     raise _FileFault(
-                        f"{path} shrank while being read: it ended at byte "
-                        f"{offset + got}, expected a size of {offset + length} bytes or more"
+                        f"{{file}} shrank while being read: it ends at byte {offset + got} "
+                        f"of the {size} announced in the manifest"
                     )
                 got += n
 
-    def _check_no_more(self, fd: int, path: str, size: int) -> None:
+    def _check_no_more(self, fd: int, size: int) -> None:
         try:
             extra = os.pread(fd, 1, size)
         except OSError as exc:
-            raise _FileFault(f"cannot read {path} at byte {size}: {exc.strerror}") from exc
+            raise _FileFault(f"cannot read {{file}} at byte {size}: {exc.strerror}") from exc
         if extra:
             raise _FileFault(
-                f"{path} grew while being read: it has more than the expected {size} bytes"
+                f"{{file}} grew while being read: it has more than the {size} bytes "
+                "announced in the manifest"
             )
 
     def _report(self, code: str, message: str, file_id: int | None) -> None:
@@ -185,7 +201,7 @@ class _Reader:
 
 def run_reader(
     spec: RingSpec,
-    files: list[tuple[int, str, int]],
+    files: list[tuple[int, str, int, str]],
     chunk_size: int,
     to_conn: PipeEnd,
     to_hasher: PipeEnd,
@@ -193,7 +209,8 @@ def run_reader(
 ) -> None:
     """Entry point (``multiprocessing.Process`` target).
 
-    ``files`` are ``(file_id, absolute path, expected size)`` in sending order;
+    ``files`` are ``(file_id, absolute path, expected size, manifest path)`` in
+    sending order;
     ``releases`` are the pipes on which the connection and the hasher return
     slots (and on which ``Stop`` may arrive).
     """

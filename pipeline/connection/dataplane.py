@@ -146,12 +146,12 @@ class DataPlane:
                 m.file_finalized(file_id, now)
             case wm.Discarded():
                 pass
-            case wm.WorkerError(worker, code, message, file_id):
+            case wm.WorkerError(worker, code, message, file_id, peer_message):
                 text = message if message else f"{worker} failed"
                 if isinstance(m, ReceiverMachine):
                     m.file_failed(file_id, code, text)  # type: ignore[arg-type]
                 else:
-                    m.fail(code, text)  # type: ignore[arg-type]
+                    m.fail(code, text, peer_message=peer_message)  # type: ignore[arg-type]
             case _:
                 m.fail("internal", f"unexpected {type(msg).__name__} from the {role}")
         self.process()

@@ -80,11 +80,14 @@ class MachineBase:
         self._send(Cancel(code=code, message=message))
         self._terminate(Outcome.CANCELLED, code, message, by_peer=False)
 
-    def fail(self, code: ErrorCode, message: str) -> None:
-        """A local fault (I/O error, worker crash, ...): tell the peer, end ``failed``."""
+    def fail(self, code: ErrorCode, message: str, *, peer_message: str | None = None) -> None:
+        """A local fault (I/O error, worker crash, ...): tell the peer, end ``failed``.
+
+        ``peer_message`` replaces ``message`` in the ``error`` frame when the local
+        text says more than the peer should learn (where files live here)."""
         if self.terminal:
             return
-        self._send(Error(code=code, message=message))
+        self._send(Error(code=code, message=peer_message or message))
         self._terminate(Outcome.FAILED, code, message, by_peer=False)
 
     def abort(self, outcome: Outcome, code: str | None, message: str) -> None:

@@ -476,6 +476,8 @@ def test_source_file_changing_size_fails_the_transfer(tmp_path: Path, change: st
         assert (
             rx["by_peer"] and rx["error_code"] == "io_error" and "clip_001.mp4" in rx["message"]
         ), rx
+        # ... by its name in the transfer: where it lives on the sender stays there.
+        assert "source/Videos/2024/clip_001.mp4" in rx["message"] and str(tmp_path) not in rx["message"], rx
         assert_nothing_half_written(out, None)
     assert_no_leftovers(t)
 

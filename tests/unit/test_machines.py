@@ -405,3 +405,16 @@ def test_every_state_input_pair_is_handled(steps: int, frame: str, side: str) ->
         assert len(terminations) <= 1
         if terminations:
             assert machine.terminal
+
+
+def test_a_local_failure_tells_the_peer_only_what_it_may_know() -> None:
+    pair = Pair(_contents([20 * CHUNK]), chunk_size=CHUNK, window=4)
+    pair.run(until=0.05)
+    pair.sender.fail("io_error", "/home/me/media/a.bin shrank", peer_message="media/a.bin shrank")
+    pair._flush()
+    pair.run(until=pair.now + 1)
+    (ours,) = pair.terminated["sender"]
+    (theirs,) = pair.terminated["receiver"]
+    assert (ours.code, ours.message, ours.by_peer) == ("io_error", "/home/me/media/a.bin shrank", False)
+    assert theirs.code == "io_error" and theirs.by_peer
+    assert "media/a.bin shrank" in theirs.message and "/home/me" not in theirs.message

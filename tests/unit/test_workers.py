@@ -181,7 +181,7 @@ class SenderRun:
 
 
 def run_sender_pipeline(
-    files: list[tuple[int, str, int]], chunk_size: int, slots: int, seed: int = 1
+    files: list[tuple[int, str, int, str]], chunk_size: int, slots: int, seed: int = 1
 ) -> SenderRun:
     """Reader + hasher; the test plays the connection process.
 
@@ -191,7 +191,7 @@ def run_sender_pipeline(
     """
     rng = random.Random(seed)
     run = SenderRun()
-    contents = {fid: Path(p).read_bytes() if Path(p).is_file() else b"" for fid, p, _ in files}
+    contents = {fid: Path(p).read_bytes() if Path(p).is_file() else b"" for fid, p, _, _ in files}
     with SlotRing.create(slots, chunk_size + PAYLOAD_OFFSET) as ring:
         conn_in, reader_to_conn = _pipe()
         hasher_in, reader_to_hasher = _pipe()
@@ -227,7 +227,7 @@ def run_sender_pipeline(
                     assert bytes(view) == expected, f"slot {slot} changed while held"
                 send(conn_release_out, ReleaseSlot(slot))
 
-            want = {fid for fid, _, _ in files}
+            want = {fid for fid, _, _, _ in files}
             while set(run.digests) != want and not run.errors:
                 if held and (len(held) == slots or not wait([conn_in, digest_in], 0.002)):
                     release_one()
@@ -271,13 +271,13 @@ def run_sender_pipeline(
     return run
 
 
-def _write_files(root: Path, sizes: list[int], seed: int = 7) -> list[tuple[int, str, int]]:
+def _write_files(root: Path, sizes: list[int], seed: int = 7) -> list[tuple[int, str, int, str]]:
     rng = random.Random(seed)
     files = []
     for fid, size in enumerate(sizes):
         path = root / f"f{fid}.bin"
         path.write_bytes(rng.randbytes(size))
-        files.append((fid, str(path), size))
+        files.append((fid, str(path), size, f"media/f{fid}.bin"))
     return files
 
 
@@ -290,7 +290,7 @@ def test_sender_digests_match_hashlib_with_slot_reuse(tmp_path: Path) -> None:
     files = _write_files(tmp_path, sizes)
     run = run_sender_pipeline(files, chunk_size=chunk, slots=3)
     assert not run.errors
-    for fid, path, size in files:
+    for fid, path, size, _ in files:
         digest = run.digests[fid]
         assert digest.size == size
         assert digest.sha256 == hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -307,7 +307,7 @@ def test_sender_many_small_files(tmp_path: Path) -> None:
     run = run_sender_pipeline(files, chunk_size=128, slots=4, seed=5)
     assert not run.errors
     assert {fid: d.sha256 for fid, d in run.digests.items()} == {
-        fid: hashlib.sha256(Path(p).read_bytes()).hexdigest() for fid, p, _ in files
+        fid: hashlib.sha256(Path(p).read_bytes()).hexdigest() for fid, p, _, _ in files
     }
 
 
@@ -319,13 +319,16 @@ def test_sender_reports_a_file_that_changed(
     tmp_path: Path, actual: int, announced: int, what: str
 ) -> None:
     files = _write_files(tmp_path, [1500, actual, 700])
-    files[1] = (1, files[1][1], announced)
+    files[1] = (1, files[1][1], announced, files[1][3])
     run = run_sender_pipeline(files, chunk_size=1000, slots=2)
     assert len(run.errors) == 1
     error = run.errors[0]
     assert (error.worker, error.code, error.file_id) == ("reader", "io_error", 1)
     assert files[1][1] in error.message
     assert what in error.message
+    # The peer is told the manifest name and what happened, not where the file lives here.
+    assert error.peer_message == error.message.replace(files[1][1], "media/f1.bin")
+    assert str(tmp_path) not in error.peer_message
     assert 0 in run.digests and 1 not in run.digests and 2 not in run.digests
     assert not any(c.file_id == 1 and c.last for c in run.chunks)
     assert not any(c.file_id == 2 for c in run.chunks)  # stopped reading
@@ -336,9 +339,11 @@ def test_sender_reports_an_unreadable_file(tmp_path: Path, kind: str) -> None:
     path = str(tmp_path / "gone.bin")
     if kind == "fifo":
         os.mkfifo(path)  # opening it must not hang the reader
-    run = run_sender_pipeline([(0, path, 10)], chunk_size=64, slots=2)
+    run = run_sender_pipeline([(0, path, 10, "gone.bin")], chunk_size=64, slots=2)
     assert [(e.code, e.file_id) for e in run.errors] == [("io_error", 0)]
     assert path in run.errors[0].message
+    peer_message = run.errors[0].peer_message
+    assert "gone.bin" in peer_message and str(tmp_path) not in peer_message, peer_message
 
 
 def test_sender_hasher_refuses_interleaved_files() -> None:
