@@ -24,12 +24,14 @@ from pipeline import control
 from pipeline.connection.dataplane import DataPlane, read_pipe
 from pipeline.connection.peer import (
     LOCAL_MAX_MESSAGE_SIZE,
+    SUBPROTOCOL,
     NoRoute,
     PeerLink,
     RoomChannel,
     Superseded,
 )
 from pipeline.protocol import events as ev
+from pipeline.protocol.frames import PROTOCOL_VERSION
 from pipeline.protocol.outcome import Outcome
 from pipeline.protocol.receiver import ReceiverMachine, ReceiverState
 from pipeline.protocol.sender import SenderMachine
@@ -63,6 +65,7 @@ class ConnectionProcess:
         self.link: PeerLink | None = None
         self.room: RoomChannel | None = None
         self._next_offer: dict[str, Any] | None = None
+        self._attached_at = 0.0  # when the current channel was handed to the machine
         self.ring: SlotRing | None = None
         self.machine: SenderMachine | ReceiverMachine
         p = params
@@ -148,6 +151,7 @@ class ConnectionProcess:
                 # After start/reconnected: frames the peer sent early (held since the
                 # channel appeared, see _hold_messages) must follow our own hello.
                 self.plane.attach_channel(link.channel)
+                self._attached_at = time.monotonic()
                 self.plane.process()
                 facts = await link.describe()
                 self.diagnostics.update(facts)
@@ -336,6 +340,9 @@ class ConnectionProcess:
             if link.closed.is_set():
                 return
             now = time.monotonic()
+            if self._mute_peer(now):
+                self.plane.process()
+                return
             if self._stalled(now):
                 log.info("progress watchdog: no progress for %.1f s", p.progress_timeout)
                 return
@@ -347,6 +354,26 @@ class ConnectionProcess:
                         return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(link.closed.wait(), TICK)
+
+    def _mute_peer(self, now: float) -> bool:
+        """The handshake watchdog: the channel is open (so the link works: ICE consent
+        keeps it alive) but the peer has not introduced itself in time. It is not
+        this protocol's peer, or it is stuck; waiting longer would wait forever."""
+        m = self.machine
+        timeout = self.params.progress_timeout
+        if m.introduced or m.terminal or now - self._attached_at <= timeout:
+            return False
+        peer = "receiver" if isinstance(m, SenderMachine) else "sender"
+        if m.peer_max_message_size is None:
+            what = f"opened the connection but sent no hello within {timeout:g} s"
+        else:
+            what = f"said hello but its manifest did not arrive within {timeout:g} s"
+        m.fail(
+            "timeout",
+            f"the {peer} {what}: it may be another program or protocol version "
+            f"(this one speaks {SUBPROTOCOL} v{PROTOCOL_VERSION}), or it is stuck",
+        )
+        return True
 
     def _stalled(self, now: float) -> bool:
         """The application watchdog (aiortc alone may report a dead path late or never)."""

@@ -48,6 +48,12 @@ class MachineBase:
     def terminal(self) -> bool:
         return self.outcome is not None
 
+    @property
+    def introduced(self) -> bool:
+        """The peer said ``hello`` (and, for a receiver, the whole manifest came):
+        from here on, waiting is the peer's user deciding or data flowing."""
+        return self.peer_max_message_size is not None
+
     def drain(self) -> list[Output]:
         """Take every output produced since the last call, in order."""
         out, self._outbox = self._outbox, []

@@ -214,6 +214,10 @@ class ReceiverMachine(MachineBase):
             self._outbox.append(DiscardFile(file_id))
         self.fail(code, message)
 
+    @property
+    def introduced(self) -> bool:
+        return self.state not in (ReceiverState.HELLO, ReceiverState.MANIFEST)
+
     def next_timer(self) -> float | None:
         return None if self.terminal or not self.link_up else self._ack_due
 

@@ -367,6 +367,56 @@ def test_a_code_nobody_waits_under_fails_quickly(
     assert not out.exists()
 
 
+# -- a peer that connects but does not speak the protocol ---------------------------------------
+
+HANDSHAKE_TIMEOUT = 3.0  # ice.progress_timeout in these tests: the handshake deadline
+
+
+@pytest.mark.parametrize(
+    ("mute", "hello", "expected"),
+    [
+        ("receiver", False, "the receiver opened the connection but sent no hello within 3 s"),
+        ("sender", False, "the sender opened the connection but sent no hello within 3 s"),
+        ("sender", True, "the sender said hello but its manifest did not arrive within 3 s"),
+    ],
+    ids=["mute-receiver", "mute-sender", "sender-without-manifest"],
+)
+def test_a_peer_that_connects_and_stays_silent_is_given_up_on(
+    tmp_path: Path, launcher: Launcher, signal_server: SignalServer, mute: str, hello: bool, expected: str
+) -> None:
+    """The link works (the mute peer answers ICE consent checks), so only the handshake
+    watchdog can end this: failed, code timeout, in words, nothing written."""
+    write_random(tmp_path / "src" / "clip.mp4", 200 * KiB)
+    out = tmp_path / "out"
+    config = tmp_path / "watchdog.yaml"
+    config.write_text(f"ice:\n  progress_timeout: {HANDSHAKE_TIMEOUT}\n")
+    code = new_code()
+    launcher.env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    mute_args = ["--role", mute, "--signal", signal_server.url, "--code", code, *(["--hello"] if hello else [])]
+    if mute == "receiver":
+        ours = launcher.start("sender", SEND, [str(tmp_path / "src"), "--code", code, "--signal", signal_server.url, "--config", str(config)])
+        ours.wait_for_output(r"joined the room", 30)
+        peer = launcher.start("mute", "tests.mute_peer", mute_args, json_out=False)
+    else:
+        peer = launcher.start("mute", "tests.mute_peer", mute_args, json_out=False)
+        time.sleep(1.0)  # the mute sender makes the room
+        ours = launcher.start("receiver", RECEIVE, receiver_args(code, signal_server.url, out, "--yes", "--config", str(config)))
+    peer.wait_for_output(r"channel open", PROGRESS_DEADLINE, stream="stdout")
+    opened = time.monotonic()
+    finished = ours.wait(SESSION_DEADLINE)
+    waited = time.monotonic() - opened
+
+    assert finished.returncode == EXIT_FAILED, logs(finished)
+    assert finished.summary is not None
+    assert (finished.summary["outcome"], finished.summary["error_code"]) == ("failed", "timeout"), finished.summary
+    assert expected in finished.summary["message"], finished.summary["message"]
+    assert "xfer/1" in finished.stderr, finished.stderr
+    assert peer.popen.poll() is None, "the mute peer was meant to stay connected"
+    # The watchdog, not ICE consent (about 30 s) or the reconnect deadline (60 s), ended it.
+    assert waited < HANDSHAKE_TIMEOUT + 10, f"gave up {waited:.1f} s after the channel opened"
+    assert not out.exists() or snapshot(out) == {}, snapshot(out)
+
+
 # -- not enough space ------------------------------------------------------------------------------
 
 

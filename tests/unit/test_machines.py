@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.protocol import events as ev
-from pipeline.protocol.frames import FileEntry, encode_control, encode_data
+from pipeline.protocol.frames import PROTOCOL_VERSION, FileEntry, Hello, encode_control, encode_data
 from pipeline.protocol.outcome import Outcome
-from pipeline.protocol.receiver import ReceiverMachine
+from pipeline.protocol.receiver import ReceiverMachine, ReceiverState
 from pipeline.protocol.sender import SenderMachine
 from tests.unit.pair_harness import SESSION, Faults, Pair
 
@@ -418,3 +418,17 @@ def test_a_local_failure_tells_the_peer_only_what_it_may_know() -> None:
     assert (ours.code, ours.message, ours.by_peer) == ("io_error", "/home/me/media/a.bin shrank", False)
     assert theirs.code == "io_error" and theirs.by_peer
     assert "media/a.bin shrank" in theirs.message and "/home/me" not in theirs.message
+
+
+def test_introduced_means_hello_and_for_a_receiver_the_whole_manifest() -> None:
+    pair = Pair(_contents([3 * CHUNK, 5]), chunk_size=CHUNK, window=4)
+    assert not pair.sender.introduced and not pair.receiver.introduced
+    pair.run(until=5)
+    assert pair.outcome("sender") is Outcome.COMPLETED
+    assert pair.sender.introduced and pair.receiver.introduced
+
+    receiver = ReceiverMachine("s", max_message_size=65536, window=4)
+    receiver.start(0.0)
+    hello = Hello(v=PROTOCOL_VERSION, role="sender", session="s", max_message_size=65536)
+    receiver.receive_text(encode_control(hello), 0.1)
+    assert receiver.state is ReceiverState.MANIFEST and not receiver.introduced
