@@ -211,7 +211,7 @@ def _cap_cwnd(cap: int) -> None:
         await original(self, chunk)
         self._cwnd = min(self._cwnd, cap)
 
-    RTCSctpTransport._receive_sack_chunk = receive_sack_chunk
+    RTCSctpTransport._receive_sack_chunk = receive_sack_chunk  # type: ignore[method-assign]
 
 
 async def _sender(conn: Connection, params: dict[str, Any]) -> None:

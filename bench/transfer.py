@@ -106,11 +106,15 @@ def run_transfer(
     config: dict[str, Any] | None = None,
     timeout: float | None = None,
     while_running: Callable[[TransferRun, Proc, Proc], None] | None = None,
+    start: Callable[..., tuple[Proc, Proc]] = start_pair,
 ) -> TransferRun:
     """Send ``paths`` (``total_bytes`` in ``files`` files) and collect the outcome.
 
     Never raises for a failed transfer: ``ok`` is False and ``error`` says why.
     ``while_running`` is called once both processes are up (the profiler hooks in there).
+    ``start`` starts the two CLIs, called like ``tests.cli_harness.start_pair`` (the
+    default: both on this machine); another one (the network lab's) must add the
+    processes it starts to the launcher, which stops whatever is left.
     """
     config = dict(config or {})
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +131,7 @@ def run_transfer(
     load_start = os.getloadavg()[0]
     try:
         with Launcher(run_dir) as launcher:
-            sender, receiver = start_pair(
+            sender, receiver = start(
                 launcher,
                 paths,
                 out,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.context import Bench
-from bench.scenarios import ceiling, large_file, media, memory, profile, sweep
+from bench.scenarios import ceiling, impairment, large_file, media, memory, profile, sweep
 
 Scenario = Callable[[Bench], dict[str, Any]]
 
@@ -18,8 +18,10 @@ SCENARIOS: dict[str, Scenario] = {
     "media": media.run,
     "sweep": sweep.run,
     "profile": profile.run,
+    "impairment": impairment.run,
 }
-# What `python -m bench` runs without names; profile (py-spy) is asked for by name.
+# What `python -m bench` runs without names; profile (py-spy) and impairment (root:
+# network namespaces, iptables, tc) are asked for by name.
 DEFAULT_SCENARIOS: tuple[str, ...] = ("ceiling", "large-file", "memory", "media", "sweep")
 
 DESCRIPTIONS: dict[str, str] = {
@@ -29,4 +31,5 @@ DESCRIPTIONS: dict[str, str] = {
     "media": "many 64 KiB files vs one file of the same total (baseline: one file)",
     "sweep": "chunk size × window × ring slots × bufferedAmount thresholds (baseline: defaults)",
     "profile": "py-spy on both connection processes during a transfer (where the CPU goes)",
+    "impairment": "two NATs, 40 ms RTT / 1 % / 5 % loss / 8 Mbit/s (root; baseline: raw aiortc, same condition)",
 }
