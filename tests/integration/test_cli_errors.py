@@ -18,6 +18,7 @@ process of either pipeline outlives the test.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -367,41 +368,57 @@ def test_a_code_nobody_waits_under_fails_quickly(
     assert not out.exists()
 
 
-# -- a peer that connects but does not speak the protocol ---------------------------------------
+# -- a peer that connects but does not play along (tests/rogue_peer.py) --------------------------
 
 HANDSHAKE_TIMEOUT = 3.0  # ice.progress_timeout in these tests: the handshake deadline
+EXIT_HASH_MISMATCH = 4
+
+
+def start_against_rogue(
+    tmp_path: Path, launcher: Launcher, signal_server: SignalServer, rogue_role: str, act: str, *rogue_extra: str
+) -> tuple[Proc, Proc, Path]:
+    """Our CLI on one side, ``tests/rogue_peer.py --act ACT`` on the other; returns
+    (ours, rogue, out). Ours runs with a short handshake deadline."""
+    out = tmp_path / "out"
+    config = launcher.log_dir / "short.yaml"
+    config.write_text(f"ice:\n  progress_timeout: {HANDSHAKE_TIMEOUT}\n")
+    code = new_code()
+    launcher.env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    rogue_args = ["--role", rogue_role, "--act", act, "--signal", signal_server.url, "--code", code, *rogue_extra]
+    if rogue_role == "receiver":
+        write_random(tmp_path / "src" / "clip.mp4", 200 * KiB)
+        sender_cmd = [str(tmp_path / "src"), "--code", code, "--signal", signal_server.url, "--config", str(config)]
+        ours = launcher.start("sender", SEND, sender_cmd)
+        ours.wait_for_output(r"joined the room", 30)
+        rogue = launcher.start("rogue", "tests.rogue_peer", rogue_args, json_out=False)
+    else:
+        rogue = launcher.start("rogue", "tests.rogue_peer", rogue_args, json_out=False)
+        time.sleep(1.0)  # the rogue sender makes the room
+        receiver_cmd = receiver_args(code, signal_server.url, out, "--yes", "--config", str(config))
+        ours = launcher.start("receiver", RECEIVE, receiver_cmd)
+    rogue.wait_for_output(r"channel open", PROGRESS_DEADLINE, stream="stdout")
+    return ours, rogue, out
+
+
+def frames_received(rogue: Proc) -> list[dict[str, object]]:
+    return [json.loads(line)["frame"] for line in rogue.stdout().splitlines() if line.startswith('{"frame"')]
 
 
 @pytest.mark.parametrize(
-    ("mute", "hello", "expected"),
+    ("rogue_role", "act", "expected"),
     [
-        ("receiver", False, "the receiver opened the connection but sent no hello within 3 s"),
-        ("sender", False, "the sender opened the connection but sent no hello within 3 s"),
-        ("sender", True, "the sender said hello but its manifest did not arrive within 3 s"),
+        ("receiver", "mute", "the receiver opened the connection but sent no hello within 3 s"),
+        ("sender", "mute", "the sender opened the connection but sent no hello within 3 s"),
+        ("sender", "hello", "the sender said hello but its manifest did not arrive within 3 s"),
     ],
     ids=["mute-receiver", "mute-sender", "sender-without-manifest"],
 )
 def test_a_peer_that_connects_and_stays_silent_is_given_up_on(
-    tmp_path: Path, launcher: Launcher, signal_server: SignalServer, mute: str, hello: bool, expected: str
+    tmp_path: Path, launcher: Launcher, signal_server: SignalServer, rogue_role: str, act: str, expected: str
 ) -> None:
-    """The link works (the mute peer answers ICE consent checks), so only the handshake
+    """The link works (the rogue answers ICE consent checks), so only the handshake
     watchdog can end this: failed, code timeout, in words, nothing written."""
-    write_random(tmp_path / "src" / "clip.mp4", 200 * KiB)
-    out = tmp_path / "out"
-    config = tmp_path / "watchdog.yaml"
-    config.write_text(f"ice:\n  progress_timeout: {HANDSHAKE_TIMEOUT}\n")
-    code = new_code()
-    launcher.env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-    mute_args = ["--role", mute, "--signal", signal_server.url, "--code", code, *(["--hello"] if hello else [])]
-    if mute == "receiver":
-        ours = launcher.start("sender", SEND, [str(tmp_path / "src"), "--code", code, "--signal", signal_server.url, "--config", str(config)])
-        ours.wait_for_output(r"joined the room", 30)
-        peer = launcher.start("mute", "tests.mute_peer", mute_args, json_out=False)
-    else:
-        peer = launcher.start("mute", "tests.mute_peer", mute_args, json_out=False)
-        time.sleep(1.0)  # the mute sender makes the room
-        ours = launcher.start("receiver", RECEIVE, receiver_args(code, signal_server.url, out, "--yes", "--config", str(config)))
-    peer.wait_for_output(r"channel open", PROGRESS_DEADLINE, stream="stdout")
+    ours, rogue, out = start_against_rogue(tmp_path, launcher, signal_server, rogue_role, act)
     opened = time.monotonic()
     finished = ours.wait(SESSION_DEADLINE)
     waited = time.monotonic() - opened
@@ -411,10 +428,65 @@ def test_a_peer_that_connects_and_stays_silent_is_given_up_on(
     assert (finished.summary["outcome"], finished.summary["error_code"]) == ("failed", "timeout"), finished.summary
     assert expected in finished.summary["message"], finished.summary["message"]
     assert "xfer/1" in finished.stderr, finished.stderr
-    assert peer.popen.poll() is None, "the mute peer was meant to stay connected"
+    assert rogue.popen.poll() is None, "the silent peer was meant to stay connected"
     # The watchdog, not ICE consent (about 30 s) or the reconnect deadline (60 s), ended it.
     assert waited < HANDSHAKE_TIMEOUT + 10, f"gave up {waited:.1f} s after the channel opened"
     assert not out.exists() or snapshot(out) == {}, snapshot(out)
+
+
+@pytest.mark.parametrize("path", ["../escaped.txt", "/tmp/absolute.txt", "a/../../escaped.txt", "a\\b.txt", "C:x"])
+def test_a_hostile_manifest_writes_nothing(
+    tmp_path: Path, launcher: Launcher, signal_server: SignalServer, path: str
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_bytes(b"already here")
+    before = snapshot(out)
+    around = sorted(p.name for p in tmp_path.iterdir())
+    ours, rogue, _ = start_against_rogue(tmp_path, launcher, signal_server, "sender", "manifest", "--path", path)
+    finished = ours.wait(SESSION_DEADLINE)
+
+    assert finished.returncode == EXIT_FAILED, logs(finished)
+    assert finished.summary is not None and finished.summary["error_code"] == "bad_path", finished.summary
+    assert snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == around  # nothing escaped beside --out
+    assert not Path("/tmp/absolute.txt").exists()
+    # The peer was told why, with the appendix's code, and was never accepted.
+    frames = frames_received(rogue)
+    assert {"t": "error", "code": "bad_path"}.items() <= frames[-1].items(), frames
+    assert not any(f["t"] == "accept" for f in frames), frames
+
+
+def test_a_sender_whose_bytes_do_not_match_its_digest_fails_hash_mismatch(
+    tmp_path: Path, launcher: Launcher, signal_server: SignalServer
+) -> None:
+    """good.bin arrives as announced and stays; bad.bin's bytes do not match the
+    sender's file_end digest: it is not kept, the session ends hash_mismatch (exit 4),
+    and the files that were already there are untouched."""
+    from tests import rogue_peer
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_bytes(b"already here")
+    ours, rogue, _ = start_against_rogue(tmp_path, launcher, signal_server, "sender", "corrupt")
+    finished = ours.wait(SESSION_DEADLINE)
+
+    assert finished.returncode == EXIT_HASH_MISMATCH, logs(finished)
+    assert finished.summary is not None
+    assert (finished.summary["outcome"], finished.summary["error_code"]) == ("failed", "hash_mismatch"), finished.summary
+    assert "bad.bin" in finished.summary["message"], finished.summary["message"]
+    assert sorted(os.listdir(out)) == ["good.bin", "keep.txt"], os.listdir(out)  # no partial file either
+    assert (out / "good.bin").read_bytes() == rogue_peer.GOOD
+    assert (out / "keep.txt").read_bytes() == b"already here"
+    # B.6: file_result mismatch (with the digest of what actually arrived, not of
+    # what was claimed), then error hash_mismatch ends the session; no done_ack.
+    frames = frames_received(rogue)
+    results = {f["id"]: f for f in frames if f["t"] == "file_result"}
+    assert results[1]["status"] == "mismatch", frames
+    assert results[1]["sha256"] == hashlib.sha256(rogue_peer.BAD).hexdigest() != rogue_peer.CLAIMED
+    assert results.get(0, {"status": "verified"})["status"] == "verified", frames
+    assert {"t": "error", "code": "hash_mismatch"}.items() <= frames[-1].items(), frames
+    assert "bad.bin" in str(frames[-1]["message"]) and not any(f["t"] == "done_ack" for f in frames)
 
 
 # -- not enough space ------------------------------------------------------------------------------
