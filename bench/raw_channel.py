@@ -394,19 +394,34 @@ def run_raw_channel(
             s_parent.send(("finish", None))
             sent = _expect(s_parent, "done", deadline)
             r_parent.send(("finish", None))
+    result = _result("aiortc", total_bytes, message_size, t_start, t_open, sent, received, memory)
+    result.series = [(round(t - t_open, 3), n) for t, n in received["series"]]
+    result.sctp = [(round(t - t_open, 3), cwnd, flight, queued) for t, cwnd, flight, queued in sent["sctp"]]
+    return result
+
+
+def _result(
+    transport: str,
+    total_bytes: int,
+    message_size: int,
+    t_start: float,
+    t_open: float,
+    sent: dict[str, Any],
+    received: dict[str, Any],
+    memory: _MemoryWatch,
+) -> RawResult:
+    """What both transports report, from the two processes' "done" messages."""
     return RawResult(
-        transport="aiortc",
+        transport=transport,
         total_bytes=total_bytes,
         message_size=message_size,
         setup_s=round(t_open - t_start, 3),
-        data_s=round(received["t_last"] - t_open, 3),
+        data_s=round(received["t_last"] - t_open, 4),
         steady_bytes_per_s=round(received["steady_bytes_per_s"], 1),
         cpu_s={"sender": round(sent["cpu_s"], 3), "receiver": round(received["cpu_s"], 3)},
         cpu_data_s={"sender": round(sent["cpu_data_s"], 3), "receiver": round(received["cpu_data_s"], 3)},
         peak_pss=dict(memory.peak_pss),
         peak_sum_pss=memory.peak_sum,
-        series=[(round(t - t_open, 3), n) for t, n in received["series"]],
-        sctp=[(round(t - t_open, 3), cwnd, flight, queued) for t, cwnd, flight, queued in sent["sctp"]],
     )
 
 
@@ -475,18 +490,7 @@ def run_tcp_loopback(total_bytes: int, *, message_size: int = 65536, timeout: fl
                 t_open = _expect(s_parent, "open", deadline)
                 received = _expect(r_parent, "done", deadline)
                 sent = _expect(s_parent, "done", deadline)
-    return RawResult(
-        transport="tcp",
-        total_bytes=total_bytes,
-        message_size=message_size,
-        setup_s=round(t_open - t_start, 3),
-        data_s=round(received["t_last"] - t_open, 4),
-        steady_bytes_per_s=round(received["steady_bytes_per_s"], 1),
-        cpu_s={"sender": round(sent["cpu_s"], 3), "receiver": round(received["cpu_s"], 3)},
-        cpu_data_s={"sender": round(sent["cpu_data_s"], 3), "receiver": round(received["cpu_data_s"], 3)},
-        peak_pss=dict(memory.peak_pss),
-        peak_sum_pss=memory.peak_sum,
-    )
+    return _result("tcp", total_bytes, message_size, t_start, t_open, sent, received, memory)
 
 
 def main(argv: list[str] | None = None) -> None:

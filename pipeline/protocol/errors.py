@@ -10,7 +10,7 @@ Following h11, faults are split by who caused them:
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 ErrorCode = Literal[
     "protocol",
@@ -26,21 +26,7 @@ ErrorCode = Literal[
     "internal",
 ]
 
-ERROR_CODES: Final[frozenset[str]] = frozenset(
-    {
-        "protocol",
-        "version",
-        "bad_manifest",
-        "bad_path",
-        "no_space",
-        "io_error",
-        "hash_mismatch",
-        "timeout",
-        "user_cancelled",
-        "rejected",
-        "internal",
-    }
-)
+ERROR_CODES: Final[frozenset[str]] = frozenset(get_args(ErrorCode))
 
 
 class ProtocolError(Exception):

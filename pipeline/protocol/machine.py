@@ -59,6 +59,12 @@ class MachineBase:
         out, self._outbox = self._outbox, []
         return out
 
+    def start(self, now: float) -> None:
+        """The channel opened for the first time: say hello (B.1)."""
+        if self.terminal:
+            return
+        self._send(self._hello(resume=False))
+
     def receive_text(self, text: str | bytes, now: float) -> None:
         """A text message (control frame) arrived on the channel."""
         if self.terminal:

@@ -137,11 +137,6 @@ class ReceiverMachine(MachineBase):
 
     # -- inputs from the shell ---------------------------------------------------
 
-    def start(self, now: float) -> None:
-        if self.terminal:
-            return
-        self._send(self._hello(resume=False))
-
     def link_lost(self, now: float) -> None:
         if self.terminal:
             return

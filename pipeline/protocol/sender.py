@@ -132,12 +132,6 @@ class SenderMachine(MachineBase):
 
     # -- inputs from the shell ---------------------------------------------------
 
-    def start(self, now: float) -> None:
-        """The channel opened for the first time: say hello."""
-        if self.terminal:
-            return
-        self._send(self._hello(resume=False))
-
     def link_lost(self, now: float) -> None:
         """The channel dropped; hold everything until ``reconnected``."""
         if self.terminal:
