@@ -127,6 +127,10 @@ class ReceiverMachine(MachineBase):
         self._file_ends: dict[int, FileEnd] = {}
         self._digests: dict[int, str] = {}
         self._finalizing: set[int] = set()
+        # A hash mismatch ends the session, but only once the files already verified
+        # have their final names and their file_result went out (they stay, and
+        # both sides count them): (code, message) until then.
+        self._deferred_failure: tuple[ErrorCode, str] | None = None
         self.verdicts: dict[int, str] = {}
         self._done: Done | None = None
         self.link_up = True
@@ -198,6 +202,9 @@ class ReceiverMachine(MachineBase):
             return
         self._finalizing.discard(file_id)
         self._verdict(file_id, "verified", self._digests[file_id])
+        if self._deferred_failure is not None:
+            self._maybe_fail_deferred()
+            return
         self._maybe_done_ack()
 
     def file_failed(self, file_id: int | None, code: ErrorCode, message: str) -> None:
@@ -388,15 +395,25 @@ class ReceiverMachine(MachineBase):
         if end is None or digest is None or file_id in self.verdicts or file_id in self._finalizing:
             return
         if digest == end.sha256:
-            self._finalizing.add(file_id)
-            self._outbox.append(FinalizeFile(file_id))
+            if self._deferred_failure is None:  # else: the session is ending, the partial goes
+                self._finalizing.add(file_id)
+                self._outbox.append(FinalizeFile(file_id))
             return
         path = self.files[file_id].path
         self._outbox.append(DiscardFile(file_id))
         self._verdict(file_id, "mismatch", digest)
-        message = f"{path}: SHA-256 differs (sender {end.sha256[:16]}..., received {digest[:16]}...)"
-        self._send(Error(code="hash_mismatch", message=message))
-        self._terminate(Outcome.FAILED, "hash_mismatch", message, by_peer=False)
+        if self._deferred_failure is None:
+            message = f"{path}: SHA-256 differs (sender {end.sha256[:16]}..., received {digest[:16]}...)"
+            self._deferred_failure = ("hash_mismatch", message)
+        self._maybe_fail_deferred()
+
+    def _maybe_fail_deferred(self) -> None:
+        """B.6: the mismatch's ``error``, once no verified file awaits its final name."""
+        if self._deferred_failure is None or self._finalizing:
+            return
+        code, message = self._deferred_failure
+        self._send(Error(code=code, message=message))
+        self._terminate(Outcome.FAILED, code, message, by_peer=False)
 
     def _verdict(self, file_id: int, status: str, sha256: str | None) -> None:
         self.verdicts[file_id] = status

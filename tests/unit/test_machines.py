@@ -151,6 +151,34 @@ def test_corrupted_chunk_ends_hash_mismatch_on_both_sides() -> None:
     assert 0 in pair.discarded and 0 not in pair.final
 
 
+def test_a_mismatch_waits_for_files_already_verified_to_get_their_names() -> None:
+    """B.6 with two files: a.bin verified (being renamed) when b.bin mismatches. Both
+    verdicts go out before the error, so the sender counts a.bin as the receiver does."""
+    empty = hashlib.sha256(b"").hexdigest()
+    receiver = _receiver_after_manifest([FileEntry(id=0, path="a.bin", size=0), FileEntry(id=1, path="b.bin", size=0)])
+    receiver.accept(0.1)
+    receiver.receive_text(json.dumps({"t": "file_end", "id": 0, "size": 0, "chunks": 0, "sha256": empty}), 0.2)
+    receiver.receive_text(json.dumps({"t": "file_end", "id": 1, "size": 0, "chunks": 0, "sha256": "ab" * 32}), 0.2)
+    receiver.drain()
+    receiver.file_digest(0, empty, 0.3)
+    assert any(isinstance(o, ev.FinalizeFile) and o.file_id == 0 for o in receiver.drain())
+    receiver.file_digest(1, empty, 0.3)
+    held = receiver.drain()
+    sent = [o.frame for o in held if isinstance(o, ev.SendControl)]
+    assert [(type(f).__name__, getattr(f, "status", None)) for f in sent] == [("FileResult", "mismatch")]
+    assert any(isinstance(o, ev.DiscardFile) and o.file_id == 1 for o in held)
+    assert receiver.outcome is None, "a.bin is still being renamed"
+
+    receiver.file_finalized(0, 0.4)
+    outputs = receiver.drain()
+    sent = [o.frame for o in outputs if isinstance(o, ev.SendControl)]
+    assert [type(f).__name__ for f in sent] == ["FileResult", "Error"]
+    assert (sent[0].id, sent[0].status) == (0, "verified")
+    assert sent[1].code == "hash_mismatch" and "b.bin" in sent[1].message
+    assert receiver.outcome is Outcome.FAILED and receiver.error_code == "hash_mismatch"
+    assert receiver.verdicts == {0: "verified", 1: "mismatch"}
+
+
 # -- a scripted hostile or broken peer ------------------------------------------------
 
 def _receiver_after_manifest(files: list[FileEntry], window: int = 4, chunk_size: int = CHUNK) -> ReceiverMachine:

@@ -228,7 +228,17 @@ def run_sender_pipeline(
                 send(conn_release_out, ReleaseSlot(slot))
 
             want = {fid for fid, _, _, _ in files}
-            while set(run.digests) != want and not run.errors:
+
+            def finished() -> bool:
+                if not run.errors:
+                    return set(run.digests) == want
+                # After a reader error, still collect the digests of the files before
+                # the bad one: Stop would end the reader, and a hasher that cannot
+                # hand a slot back to it stops too (as at a session's end).
+                failed = run.errors[0].file_id
+                return failed is None or {f for f in want if f < failed} <= set(run.digests)
+
+            while not finished():
                 if held and (len(held) == slots or not wait([conn_in, digest_in], 0.002)):
                     release_one()
                     continue
