@@ -361,13 +361,15 @@ class ConnectionProcess:
         this protocol's peer, or it is stuck; waiting longer would wait forever."""
         m = self.machine
         timeout = self.params.progress_timeout
-        if m.introduced or m.terminal or now - self._attached_at <= timeout:
+        # Silence, not duration: a large manifest on a slow path takes as long as it takes.
+        heard = max(self._attached_at, self.plane.last_message_at)
+        if m.introduced or m.terminal or now - heard <= timeout:
             return False
         peer = "receiver" if isinstance(m, SenderMachine) else "sender"
         if m.peer_max_message_size is None:
             what = f"opened the connection but sent no hello within {timeout:g} s"
         else:
-            what = f"said hello but its manifest did not arrive within {timeout:g} s"
+            what = f"said hello but then sent nothing of its manifest for {timeout:g} s"
         m.fail(
             "timeout",
             f"the {peer} {what}: it may be another program or protocol version "

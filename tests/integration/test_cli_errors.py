@@ -409,7 +409,7 @@ def frames_received(rogue: Proc) -> list[dict[str, object]]:
     [
         ("receiver", "mute", "the receiver opened the connection but sent no hello within 3 s"),
         ("sender", "mute", "the sender opened the connection but sent no hello within 3 s"),
-        ("sender", "hello", "the sender said hello but its manifest did not arrive within 3 s"),
+        ("sender", "hello", "the sender said hello but then sent nothing of its manifest for 3 s"),
     ],
     ids=["mute-receiver", "mute-sender", "sender-without-manifest"],
 )
