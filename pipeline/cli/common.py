@@ -41,7 +41,12 @@ COMMON_FLAGS: dict[str, str] = {
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML config (see configs/default.yaml)")
     parser.add_argument("--signal", metavar="URL", help="signaling server, ws://HOST:PORT/ws")
-    parser.add_argument("--stun", metavar="URL", action="append", help="STUN server stun:HOST[:PORT] (repeatable)")
+    parser.add_argument(
+        "--stun",
+        metavar="URL",
+        action="append",
+        help="STUN server stun:HOST[:PORT] (repeatable; two at different addresses also measure this side's NAT type)",
+    )
     parser.add_argument("--json", metavar="FILE", help="write the final summary as JSON")
     parser.add_argument("--telemetry", metavar="FILE", help="write memory/throughput samples as JSON lines")
     parser.add_argument("--quiet", action="store_true", default=None, help="print nothing but errors")
@@ -51,7 +56,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ring-slots", type=str, metavar="N", help="shared-memory ring slots")
     parser.add_argument("--connect-timeout", type=str, metavar="S", help="ICE connect deadline")
     parser.add_argument("--reconnect-timeout", type=str, metavar="S", help="reconnect deadline after a loss")
-    parser.add_argument("--progress-timeout", type=str, metavar="S", help="no-progress watchdog")
+    parser.add_argument(
+        "--progress-timeout",
+        type=str,
+        metavar="S",
+        help="seconds a working link may stay silent (data outstanding, or before the peer introduced itself)",
+    )
     parser.add_argument("--verbose", "-v", action="count", default=0, help="log more (repeatable)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
