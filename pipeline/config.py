@@ -98,12 +98,18 @@ class IceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only
     progress_timeout: Seconds = 10.0
 
 
+# Sender's SCTP flight cap (pipeline/connection/sctp_flight.py): "auto" from the
+# path's RTT, "off", or a fixed number of bytes.
+FlightCap = Literal["auto", "off"] | Annotated[int, msgspec.Meta(ge=64 * KiB, le=64 * MiB)]
+
+
 class ChannelConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     ordered: bool = True
     max_retransmits: UShort | None = None
     max_packet_life_time: UShort | None = None
     buffered_high: Annotated[int, msgspec.Meta(gt=0)] = 1 * MiB
     buffered_low: Annotated[int, msgspec.Meta(ge=0)] = 256 * KiB
+    flight_cap: FlightCap = "auto"
 
 
 class TransferConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -147,8 +153,10 @@ _SECTIONS: Final[dict[str, type[msgspec.Struct]]] = {
 }
 # Byte counts that may also be written as "1MiB", "64K" (see pipeline.units.parse_size).
 _SIZE_FIELDS: Final = frozenset(
-    {"channel.buffered_high", "channel.buffered_low", "transfer.chunk_size"}
+    {"channel.buffered_high", "channel.buffered_low", "channel.flight_cap", "transfer.chunk_size"}
 )
+# Words a size field takes besides sizes.
+_SIZE_WORDS: Final[dict[str, tuple[str, ...]]] = {"channel.flight_cap": ("auto", "off")}
 _CHOICES: Final[dict[str, tuple[str, ...]]] = {
     "receive.on_exists": get_args(OnExists),
     "output.progress": get_args(ProgressMode),
@@ -399,10 +407,14 @@ def _parse_sizes(data: dict[str, Any]) -> dict[str, Any]:
         section, key = dotted.split(".")
         sub = out.get(section)
         if isinstance(sub, dict) and isinstance(sub.get(key), str):
+            if sub[key] in _SIZE_WORDS.get(dotted, ()):
+                continue
             try:
                 out[section] = {**sub, key: parse_size(sub[key])}
             except ValueError as exc:
-                raise _SizeError(dotted, str(exc)) from None
+                words = _SIZE_WORDS.get(dotted)
+                also = f"; or one of {', '.join(words)}" if words else ""
+                raise _SizeError(dotted, f"{exc}{also}") from None
     return out
 
 

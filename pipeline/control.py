@@ -39,6 +39,7 @@ class ConnParams(msgspec.Struct, frozen=True, kw_only=True):
     max_packet_life_time: int | None
     buffered_high: int
     buffered_low: int
+    flight_cap: Literal["auto", "off"] | int = "auto"
     chunk_size: int
     window: int
     rto_initial: float

@@ -95,6 +95,7 @@ def conn_params(cfg: Config, role: str, code: str, url: str, files: list[Any]) -
         max_packet_life_time=cfg.channel.max_packet_life_time,
         buffered_high=cfg.channel.buffered_high,
         buffered_low=cfg.channel.buffered_low,
+        flight_cap=cfg.channel.flight_cap,
         chunk_size=cfg.transfer.chunk_size,
         window=cfg.transfer.window,
         rto_initial=cfg.transfer.rto_initial,

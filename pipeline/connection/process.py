@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from pipeline import control
+from pipeline.connection import sctp_flight
 from pipeline.connection.dataplane import DataPlane, read_pipe
 from pipeline.connection.peer import (
     LOCAL_MAX_MESSAGE_SIZE,
@@ -154,6 +155,8 @@ class ConnectionProcess:
                 self._attached_at = time.monotonic()
                 self.plane.process()
                 facts = await link.describe()
+                if self.params.role == "sender":
+                    facts["flight_cap"] = self._cap_flight(link, facts)
                 self.diagnostics.update(facts)
                 self.diagnostics["connections"] += 1
                 control.send(self.ctl, control.Connected(pair=facts.get("selected_pair"), reconnect=not first))
@@ -354,6 +357,18 @@ class ConnectionProcess:
                         return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(link.closed.wait(), TICK)
+
+    def _cap_flight(self, link: PeerLink, facts: dict[str, Any]) -> int | None:
+        """Bound aiortc's SCTP flight on this connection (see sctp_flight)."""
+        setting = self.params.flight_cap
+        if setting == "off":
+            return None
+        if setting == "auto":
+            rtt_ms = (facts.get("selected_pair") or {}).get("rtt_ms")
+            cap = sctp_flight.cap_for_rtt(None if rtt_ms is None else rtt_ms / 1000.0)
+        else:
+            cap = int(setting)
+        return sctp_flight.set_cap(link.pc, cap)
 
     def _mute_peer(self, now: float) -> bool:
         """The handshake watchdog: the channel is open (so the link works: ICE consent

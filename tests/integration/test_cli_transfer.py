@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pipeline.connection.sctp_flight import cap_for_rtt
 from pipeline.mediagen import generate_media_tree, tree_digest
 from tests.cli_harness import Finished, Launcher, Proc, start_pair
 
@@ -154,6 +155,8 @@ def test_media_tree_through_the_senders_embedded_signaling(tmp_path: Path, launc
         pytest.param("ordered: false", {"ordered": False}, id="unordered"),
         pytest.param("max_retransmits: 5", {"max_retransmits": 5}, id="max_retransmits"),
         pytest.param("max_packet_life_time: 2000", {"max_packet_life_time": 2000}, id="max_packet_life_time"),
+        pytest.param("flight_cap: off", {}, id="flight_cap_off"),
+        pytest.param("flight_cap: 1MiB", {}, id="flight_cap_fixed"),
     ],
 )
 def test_datachannel_options_from_a_config_file(
@@ -185,6 +188,16 @@ def test_datachannel_options_from_a_config_file(
         options = summary["connection"]["channel"]
         assert {k: options[k] for k in expected} == expected, options
         assert (options["label"], options["protocol"]) == ("xfer", "xfer/1"), options
+    # The sender's SCTP flight cap: from the path's RTT by default, or as configured.
+    assert sent.summary is not None and received.summary is not None
+    connection = sent.summary["connection"]
+    rtt_ms = connection["selected_pair"]["rtt_ms"]
+    expected_cap = {
+        "flight_cap: off": None,
+        "flight_cap: 1MiB": 1024 * 1024,
+    }.get(channel, cap_for_rtt(None if rtt_ms is None else rtt_ms / 1000))
+    assert connection["flight_cap"] == expected_cap, (channel, connection)
+    assert "flight_cap" not in received.summary["connection"]  # the receiver sends no data
 
 
 def test_a_directory_and_a_loose_file_in_one_session(tmp_path: Path, launcher: Launcher) -> None:

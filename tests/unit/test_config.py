@@ -227,6 +227,16 @@ def test_sizes_accept_units(tmp_path: Path) -> None:
     )
 
 
+def test_flight_cap_takes_auto_off_or_a_size(tmp_path: Path) -> None:
+    assert Config().channel.flight_cap == "auto"
+    for text, value in (("auto", "auto"), ("off", "off"), ("1MiB", 1024 * 1024), ("300000", 300000)):
+        cfg = load_config(write(tmp_path, f"channel:\n  flight_cap: {text}\n"))
+        assert cfg.channel.flight_cap == value, text
+    message = load_error(tmp_path, "channel:\n  flight_cap: fast\n")
+    assert message.startswith("channel.flight_cap: not a size") and message.endswith("or one of auto, off"), message
+    assert load_error(tmp_path, "channel:\n  flight_cap: 1KiB\n").startswith("channel.flight_cap")
+
+
 # -- cross-field rules -------------------------------------------------------------
 
 
