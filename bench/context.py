@@ -22,6 +22,7 @@ from bench.raw_channel import RawResult, run_raw_channel
 from bench.report import fmt_rate, fmt_size
 from bench.transfer import TransferRun, run_transfer, transfer_metrics
 from pipeline.config import Config, apply_overrides
+from pipeline.connection import sctp_flight
 from pipeline.mediagen import generate_media_tree
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
@@ -91,18 +92,32 @@ class Bench:
 
     # -- baselines ---------------------------------------------------------------
 
-    def measure_ceiling(self, why: str) -> RawResult:
-        """One raw aiortc run with the defaults' message size and thresholds."""
+    @property
+    def flight_cap(self) -> int | None:
+        """The SCTP flight cap the pipeline's sender uses here with the defaults: on
+        loopback (RTT well under a millisecond) "auto" is the minimum cap."""
+        setting = self.defaults.channel.flight_cap
+        if setting == "off":
+            return None
+        return sctp_flight.MIN_CAP if setting == "auto" else int(setting)
+
+    def measure_ceiling(self, why: str, *, as_shipped: bool = False) -> RawResult:
+        """One raw aiortc run with the defaults' message size, thresholds and flight
+        cap (the stack as the pipeline runs it); ``as_shipped``: without the cap."""
         d = self.defaults
         size = self.settings.ceiling_size or self.settings.large_size
-        log(f"ceiling ({why}): raw aiortc DataChannel, {fmt_size(size)}")
+        cap = None if as_shipped else self.flight_cap
+        shown = "no flight cap (aiortc as shipped)" if cap is None else f"flight cap {fmt_size(cap)}"
+        log(f"ceiling ({why}): raw aiortc DataChannel, {fmt_size(size)}, {shown}")
         result = run_raw_channel(
             size,
             message_size=d.transfer.chunk_size,
             buffered_high=d.channel.buffered_high,
             buffered_low=d.channel.buffered_low,
+            cwnd_cap=cap,
         )
-        self.ceiling_runs.append(result)
+        if not as_shipped:
+            self.ceiling_runs.append(result)
         log(f"  -> {fmt_rate(result.steady_bytes_per_s)} steady, {fmt_rate(result.bytes_per_s)} open→last byte")
         return result
 

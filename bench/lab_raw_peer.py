@@ -66,6 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--message-size", type=parse_size, default=defaults.transfer.chunk_size)
     parser.add_argument("--buffered-high", type=parse_size, default=defaults.channel.buffered_high)
     parser.add_argument("--buffered-low", type=parse_size, default=defaults.channel.buffered_low)
+    parser.add_argument(
+        "--flight-cap", default=str(defaults.channel.flight_cap), help="auto (as the pipeline), off, or bytes"
+    )
     parser.add_argument("--connect-timeout", type=float, default=defaults.ice.connect_timeout, help="seconds to an open channel")
     parser.add_argument("--idle-timeout", type=float, default=45.0, help="receiver: give up after this long without a new byte")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds in all")
@@ -108,6 +111,21 @@ def _rtt_ms(pc: Any) -> float | None:
     return None if pair is None else pair["rtt_ms"]
 
 
+async def _cap_flight(pc: Any, setting: str) -> int | None:
+    """The SCTP flight cap as the pipeline's sender sets it (``auto``: from the RTT
+    of one consent check right after connecting), so raw and pipeline compare alike."""
+    from pipeline.connection import ice_probe, sctp_flight
+
+    if setting == "off":
+        return None
+    if setting != "auto":
+        return sctp_flight.set_cap(pc, parse_size(setting))
+    with contextlib.suppress(Exception):
+        await ice_probe.measure_rtt(pc)
+    rtt_ms = _rtt_ms(pc)
+    return sctp_flight.set_cap(pc, sctp_flight.cap_for_rtt(None if rtt_ms is None else rtt_ms / 1000))
+
+
 async def send(args: argparse.Namespace, report: dict[str, Any]) -> None:
     from aiortc import RTCSessionDescription
 
@@ -143,7 +161,8 @@ async def send(args: argparse.Namespace, report: dict[str, Any]) -> None:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         await _wait(opened, deadline - time.monotonic(), "the channel did not open")
         t_open = time.monotonic()
-        report.update(setup_s=round(t_open - started, 3), t_open=t_open, rtt_ms=_rtt_ms(pc))
+        report.update(setup_s=round(t_open - started, 3), t_open=t_open, flight_cap=await _cap_flight(pc, args.flight_cap))
+        report["rtt_ms"] = _rtt_ms(pc)
         channel.send(json.dumps({OPENED: t_open}))  # a str message: the receiver does not count it
         await send_with_backpressure(channel, args.bytes, args.message_size, args.buffered_high, args.buffered_low)
         report["sent"] = args.bytes

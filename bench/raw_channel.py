@@ -194,33 +194,17 @@ class ReceiveCounter:
         return (b_hi - b_lo) / (t_hi - t_lo) if t_hi > t_lo else 0.0
 
 
-def _cap_cwnd(cap: int) -> None:
-    """Experiment only (``--cwnd-cap``): clamp the SCTP congestion window after every SACK.
-
-    aiortc 1.16 never limits its flight by the peer's advertised receive window, so on
-    a CPU-bound path the window grows for the whole transfer, and ``_transmit`` scans
-    the whole sent queue after every SACK: per-packet CPU grows with the flight. This
-    shows what a bounded flight would give. Monkeypatches aiortc internals in this
-    process only; the pipeline is never measured with it.
-    """
-    from aiortc.rtcsctptransport import RTCSctpTransport
-
-    original = RTCSctpTransport._receive_sack_chunk
-
-    async def receive_sack_chunk(self: Any, chunk: Any) -> None:
-        await original(self, chunk)
-        self._cwnd = min(self._cwnd, cap)
-
-    RTCSctpTransport._receive_sack_chunk = receive_sack_chunk  # type: ignore[method-assign]
-
-
 async def _sender(conn: Connection, params: dict[str, Any]) -> None:
     from aiortc import RTCSessionDescription
 
-    if params.get("cwnd_cap"):
-        _cap_cwnd(params["cwnd_cap"])
     pc = new_peer_connection()
     channel = pc.createDataChannel("bench", ordered=True)
+    if params.get("cwnd_cap"):
+        # The pipeline's own flight cap (pipeline/connection/sctp_flight.py), so that
+        # the ceiling runs aiortc the way the pipeline's sender does.
+        from pipeline.connection import sctp_flight
+
+        sctp_flight.set_cap(pc, params["cwnd_cap"])
     opened, closed = asyncio.Event(), asyncio.Event()
     channel.on("open", opened.set)
     channel.on("close", closed.set)
@@ -364,7 +348,8 @@ def run_raw_channel(
 
     ``on_open({"sender": pid, "receiver": pid})`` runs in the parent once the channel
     is open (the profiler attaches there); the transfer goes on meanwhile. ``cwnd_cap``
-    is an experiment that patches aiortc (see :func:`_cap_cwnd`); None measures aiortc as is."""
+    caps the sender's SCTP flight as the pipeline does (``sctp_flight.set_cap``); None
+    measures aiortc as shipped."""
     ctx = multiprocessing.get_context("spawn")
     params = {
         "total_bytes": total_bytes,
@@ -500,7 +485,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--buffered-high", default="1MiB", help="pause above this bufferedAmount")
     parser.add_argument("--buffered-low", default="256KiB", help="resume at this bufferedAmount")
     parser.add_argument("--tcp", action="store_true", help="TCP loopback instead of aiortc")
-    parser.add_argument("--cwnd-cap", help="experiment: clamp aiortc's SCTP congestion window (e.g. 256KiB)")
+    parser.add_argument("--cwnd-cap", help="clamp aiortc's SCTP congestion window like the pipeline (e.g. 256KiB)")
     args = parser.parse_args(argv)
     total, size = parse_size(args.bytes), parse_size(args.message_size)
     if args.tcp:

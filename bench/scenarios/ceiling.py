@@ -1,5 +1,10 @@
 """ceiling: the best the stack does here — a raw aiortc DataChannel, two processes.
 
+The raw sender caps its SCTP flight the way the pipeline's sender does with the
+defaults (``pipeline/connection/sctp_flight.py``), so the comparison is with the
+stack as the pipeline runs it; one run of aiortc as shipped (no cap) is reported
+beside it, to show what the cap is worth.
+
 Baseline: the same two-process transfer over TCP loopback (the kernel's ceiling).
 The raw aiortc runs are shared with the other scenarios: large-file asks for one
 before and after each subject run, so the ceiling is measured interleaved with
@@ -57,7 +62,8 @@ def run(bench: Bench) -> dict[str, Any]:
     log(f"  -> {fmt_rate(tcp.bytes_per_s)}")
     if not bench.ceiling_runs:
         bench.measure_ceiling("ceiling scenario")
-    return {"tcp": tcp.as_dict()}
+    shipped = bench.measure_ceiling("aiortc as shipped", as_shipped=True)
+    return {"tcp": tcp.as_dict(), "as_shipped": shipped.as_dict()}
 
 
 def finish(bench: Bench, started: dict[str, Any]) -> dict[str, Any]:
@@ -83,6 +89,16 @@ def finish(bench: Bench, started: dict[str, Any]) -> dict[str, Any]:
         ],
         ["setup (spawn → channel open)", fmt_seconds(f["setup_s"]), fmt_seconds(tcp["setup_s"]), ""],
     ]
+    shipped = started.get("as_shipped")
+    if shipped is not None:
+        rows.append(
+            [
+                "aiortc as shipped (no flight cap), steady; last column: capped / as shipped",
+                fmt_rate(shipped["steady_bytes_per_s"]),
+                "",
+                fmt_ratio(ratio(f["steady_bytes_per_s"], shipped["steady_bytes_per_s"])),
+            ]
+        )
     for role in ("sender", "receiver"):
         rows.append(
             [
@@ -101,8 +117,10 @@ def finish(bench: Bench, started: dict[str, Any]) -> dict[str, Any]:
             "message_size": runs[0].message_size,
             "buffered_high": bench.defaults.channel.buffered_high,
             "buffered_low": bench.defaults.channel.buffered_low,
+            "flight_cap": bench.flight_cap,
         },
         "runs": [r.as_dict() for r in runs],
+        "as_shipped": shipped,
         "tcp": tcp,
         "result": f,
         "table": {

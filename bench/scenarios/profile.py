@@ -182,6 +182,7 @@ def run(bench: Bench) -> dict[str, Any]:
         message_size=d.transfer.chunk_size,
         buffered_high=d.channel.buffered_high,
         buffered_low=d.channel.buffered_low,
+        cwnd_cap=bench.flight_cap,
         on_open=attach_raw,
     )
     return {

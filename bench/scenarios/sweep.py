@@ -21,7 +21,7 @@ from bench.transfer import transfer_metrics
 from pipeline.config import RING_MARGIN, Config
 
 KiB, MiB = 1 << 10, 1 << 20
-FACTORS = ("chunk_size", "window", "ring_slots", "buffered")
+FACTORS = ("chunk_size", "window", "ring_slots", "buffered", "flight_cap")
 MAX_CHUNK = 262144 - 24  # the largest DATA payload (262144-byte message limit minus the header)
 RING_AHEAD = 64  # slots beyond the window when a point changes the window but not the ring
 
@@ -47,6 +47,7 @@ def sweep_points(mode: str, defaults: Config) -> list[Point]:
             ("chunk_size", fmt_size(MAX_CHUNK), {"transfer.chunk_size": MAX_CHUNK}),
             ("window", "32", _window_point(32, defaults)),
             ("buffered", _buffered_label(4 * MiB, 1 * MiB), {"channel.buffered_high": 4 * MiB, "channel.buffered_low": 1 * MiB}),
+            ("flight_cap", "off", {"channel.flight_cap": "off"}),
         ]
     if mode == "ofat":
         points: list[Point] = []
@@ -60,6 +61,9 @@ def sweep_points(mode: str, defaults: Config) -> list[Point]:
             points.append(
                 ("buffered", _buffered_label(high, low), {"channel.buffered_high": high, "channel.buffered_low": low})
             )
+        for cap in ("off", 1 * MiB, 4 * MiB):
+            label = cap if isinstance(cap, str) else fmt_size(cap)
+            points.append(("flight_cap", label, {"channel.flight_cap": cap}))
         return points
     if mode == "grid":
         grid: list[Point] = []
@@ -134,6 +138,7 @@ def run(bench: Bench) -> dict[str, Any]:
             message_size=d.transfer.chunk_size,
             buffered_high=d.channel.buffered_high,
             buffered_low=d.channel.buffered_low,
+            cwnd_cap=bench.flight_cap,
         )
         log(f"  -> {fmt_rate(raw.steady_bytes_per_s)} steady")
         raw_runs.append(raw.as_dict())
