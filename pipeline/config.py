@@ -73,7 +73,12 @@ class ConfigError(Exception):
         self.field = field
         self.problem = problem
         parts = [source, field, problem] if field else [source, problem]
-        super().__init__(": ".join(parts))
+        super().__init__(": ".join(_one_line(part) for part in parts))
+
+
+def _one_line(text: str) -> str:
+    """Escape what would break a one-line message (a key or value may contain anything)."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 class SignalConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import (
@@ -347,11 +347,13 @@ _values = st.recursive(
 
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(_keys, _values, max_size=4))
+@example({"transfer": {"\n": None}})  # a key with a line break once made two lines
+@example({"ice.stun_servers": ["stun:a\u2028b"]})
 def test_any_override_gives_a_config_or_a_one_line_error(overrides: dict[str, object]) -> None:
     try:
         cfg = apply_overrides(Config(), overrides)
     except ConfigError as exc:
-        assert "\n" not in str(exc)
+        assert "\n" not in str(exc) and len(str(exc).splitlines()) == 1, str(exc)
         assert str(exc).startswith("command line: ")
     else:
         assert validate(cfg) == cfg
