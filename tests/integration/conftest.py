@@ -14,11 +14,8 @@ per-room relay figures it logged when each room closed.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,23 +48,13 @@ class SignalServer:
         return [RoomRelay(*map(int, m.groups())) for m in ROOM_CLOSED.finditer(finished.stderr)]
 
 
-# A cancel takes the supervisor's cancel grace (8 s) plus its cleanup, at worst.
-INTERRUPT_GRACE = 20.0
-
-
 @pytest.fixture
 def launcher(tmp_path: Path) -> Iterator[Launcher]:
+    """A Launcher in ``tmp_path/logs``; on close it interrupts, then kills, what is left."""
     logs = tmp_path / "logs"
     logs.mkdir()
     with Launcher(logs) as launched:
         yield launched
-        running = [p for p in launched.procs if p.popen.poll() is None]
-        for proc in running:
-            proc.popen.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + INTERRUPT_GRACE
-        for proc in running:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.popen.wait(max(0.0, deadline - time.monotonic()))
 
 
 @pytest.fixture
