@@ -96,10 +96,7 @@ class Bench:
     def flight_cap(self) -> int | None:
         """The SCTP flight cap the pipeline's sender uses here with the defaults: on
         loopback (RTT well under a millisecond) "auto" is the minimum cap."""
-        setting = self.defaults.channel.flight_cap
-        if setting == "off":
-            return None
-        return sctp_flight.MIN_CAP if setting == "auto" else int(setting)
+        return sctp_flight.resolve(self.defaults.channel.flight_cap, 0.0)
 
     def measure_ceiling(self, why: str, *, as_shipped: bool = False) -> RawResult:
         """One raw aiortc run with the defaults' message size, thresholds and flight

@@ -116,14 +116,11 @@ async def _cap_flight(pc: Any, setting: str) -> int | None:
     of one consent check right after connecting), so raw and pipeline compare alike."""
     from pipeline.connection import ice_probe, sctp_flight
 
-    if setting == "off":
-        return None
-    if setting != "auto":
-        return sctp_flight.set_cap(pc, parse_size(setting))
+    value: str | int = setting if setting in ("auto", "off") else parse_size(setting)
     with contextlib.suppress(Exception):
         await ice_probe.measure_rtt(pc)
     rtt_ms = _rtt_ms(pc)
-    return sctp_flight.set_cap(pc, sctp_flight.cap_for_rtt(None if rtt_ms is None else rtt_ms / 1000))
+    return sctp_flight.set_cap(pc, sctp_flight.resolve(value, None if rtt_ms is None else rtt_ms / 1000))
 
 
 async def send(args: argparse.Namespace, report: dict[str, Any]) -> None:

@@ -66,7 +66,6 @@ class ConnectionProcess:
         self.link: PeerLink | None = None
         self.room: RoomChannel | None = None
         self._next_offer: dict[str, Any] | None = None
-        self._attached_at = 0.0  # when the current channel was handed to the machine
         self.ring: SlotRing | None = None
         self.machine: SenderMachine | ReceiverMachine
         p = params
@@ -152,7 +151,6 @@ class ConnectionProcess:
                 # After start/reconnected: frames the peer sent early (held since the
                 # channel appeared, see _hold_messages) must follow our own hello.
                 self.plane.attach_channel(link.channel)
-                self._attached_at = time.monotonic()
                 self.plane.process()
                 facts = await link.describe()
                 if self.params.role == "sender":
@@ -360,14 +358,8 @@ class ConnectionProcess:
 
     def _cap_flight(self, link: PeerLink, facts: dict[str, Any]) -> int | None:
         """Bound aiortc's SCTP flight on this connection (see sctp_flight)."""
-        setting = self.params.flight_cap
-        if setting == "off":
-            return None
-        if setting == "auto":
-            rtt_ms = (facts.get("selected_pair") or {}).get("rtt_ms")
-            cap = sctp_flight.cap_for_rtt(None if rtt_ms is None else rtt_ms / 1000.0)
-        else:
-            cap = int(setting)
+        rtt_ms = (facts.get("selected_pair") or {}).get("rtt_ms")
+        cap = sctp_flight.resolve(self.params.flight_cap, None if rtt_ms is None else rtt_ms / 1000.0)
         return sctp_flight.set_cap(link.pc, cap)
 
     def _mute_peer(self, now: float) -> bool:
@@ -376,9 +368,9 @@ class ConnectionProcess:
         this protocol's peer, or it is stuck; waiting longer would wait forever."""
         m = self.machine
         timeout = self.params.progress_timeout
-        # Silence, not duration: a large manifest on a slow path takes as long as it takes.
-        heard = max(self._attached_at, self.plane.last_message_at)
-        if m.introduced or m.terminal or now - heard <= timeout:
+        # Silence, not duration: a large manifest on a slow path takes as long as it
+        # takes. attach_channel starts the silence clock at the channel's attachment.
+        if m.introduced or m.terminal or now - self.plane.last_message_at <= timeout:
             return False
         peer = "receiver" if isinstance(m, SenderMachine) else "sender"
         if m.peer_max_message_size is None:

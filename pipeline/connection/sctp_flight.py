@@ -50,6 +50,16 @@ def cap_for_rtt(rtt_s: float | None) -> int | None:
     return max(MIN_CAP, math.ceil(2 * RATE_ALLOWANCE * rtt_s))
 
 
+def resolve(setting: str | int, rtt_s: float | None) -> int | None:
+    """The cap for the ``channel.flight_cap`` setting: ``"auto"`` from the RTT,
+    ``"off"`` none, a number of bytes as it is."""
+    if setting == "off":
+        return None
+    if setting == "auto":
+        return cap_for_rtt(rtt_s)
+    return int(setting)
+
+
 def problems() -> list[str]:
     """What the installed aiortc lacks for this adapter (empty when all is well)."""
     found = []

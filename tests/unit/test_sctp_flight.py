@@ -44,6 +44,13 @@ def test_cap_for_rtt(rtt_s: float | None, cap: int | None) -> None:
     assert sctp_flight.cap_for_rtt(rtt_s) == cap
 
 
+def test_resolve_the_config_setting() -> None:
+    assert sctp_flight.resolve("off", 0.001) is None
+    assert sctp_flight.resolve("auto", 0.040) == sctp_flight.cap_for_rtt(0.040)
+    assert sctp_flight.resolve("auto", None) is None
+    assert sctp_flight.resolve(1 << 20, None) == 1 << 20
+
+
 def test_the_cap_never_holds_a_path_below_the_rate_allowance() -> None:
     for rtt_ms in (0.1, 1, 3, 10, 40, 150, 600):
         cap = sctp_flight.cap_for_rtt(rtt_ms / 1000)
