@@ -49,19 +49,16 @@ class _Stopped(Exception):
 class _FileFault(Exception):
     """The current file cannot be read as announced.
 
-    ``text`` says why with ``{file}`` where the file goes: :meth:`local` names it
-    by its path here, :meth:`peer` by its manifest path (the peer does not learn
-    where files live on this machine)."""
+    ``text`` says why with ``{file}`` where the file goes; :meth:`naming` fills it
+    in: with its path here for our user, with its manifest path for the peer
+    (which does not learn where files live on this machine)."""
 
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self.text = text
 
-    def local(self, path: str) -> str:
-        return self.text.replace("{file}", path)
-
-    def peer(self, name: str) -> str:
-        return self.text.replace("{file}", name)
+    def naming(self, file: str) -> str:
+        return self.text.replace("{file}", file)
 
 
 class _Reader:
@@ -126,7 +123,7 @@ class _Reader:
             try:
                 self._read_file(file_id, path, size)
             except _FileFault as exc:
-                error = WorkerError(WORKER, "io_error", exc.local(path), file_id, exc.peer(name))
+                error = WorkerError(WORKER, "io_error", exc.naming(path), file_id, exc.naming(name))
                 report(self._to_conn, error)
                 return
 

@@ -18,10 +18,10 @@ The decision order (first match wins) and the signal each step relies on::
         we are not behind a symmetric NAT     -> peer_filters
         we measured that we are               -> symmetric_nat_here
         we cannot tell                        -> symmetric_nat_both
+    anything else                             -> unknown
 
 Whether "we are behind a symmetric NAT" is known depends on two STUN servers
 (distinct addresses) answering the same socket: see ``ice_probe.probe_nat_mapping``.
-    anything else                             -> unknown
 
 "Nothing in either direction" is what two NATs that drop unsolicited UDP look
 like when at least one of them picks a new port per destination (symmetric):
