@@ -21,7 +21,7 @@ appendix names (``protocol`` or ``version``); nothing else escapes.
 from __future__ import annotations
 
 import struct
-from typing import Annotated, Final, Literal, NamedTuple
+from typing import Annotated, Final, Literal, NamedTuple, get_args
 
 import msgspec
 
@@ -45,6 +45,7 @@ Size = Annotated[int, msgspec.Meta(ge=0, lt=2**53)]
 Positive = Annotated[int, msgspec.Meta(ge=1, lt=2**53)]
 Sha256Hex = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
 Role = Literal["sender", "receiver"]
+Verdict = Literal["verified", "mismatch", "io_error"]
 SeqRange = tuple[U64, U64]
 # seq is a u64 on the wire, so ``cum`` and a SACK ``end`` (exclusive) reach 2^64 at most.
 SEQ_END_LIMIT: Final = 2**64
@@ -67,7 +68,9 @@ class Hello(_Frame, tag="hello", kw_only=True, frozen=True):
 class FileEntry(msgspec.Struct, omit_defaults=True, kw_only=True, frozen=True):
     id: U32
     path: str
-    size: Size
+    # Any JSON integer up to 64 bits decodes; B.4's range (0 <= size < 2^53) is the
+    # manifest's rule, checked by ManifestAssembler so it answers ``bad_manifest``.
+    size: int
     # Bounded so a hostile value cannot overflow os.utime/os.chmod on the receiver.
     mtime_ns: I64 | None = None
     mode: U32 | None = None
@@ -79,7 +82,7 @@ class Manifest(_Frame, tag="manifest", kw_only=True, frozen=True):
     last: bool
     chunk_size: Positive
     total_files: Count | None = None
-    total_bytes: Size | None = None
+    total_bytes: int | None = None  # range checked by ManifestAssembler (bad_manifest), as FileEntry.size
     files: list[FileEntry]
 
 
@@ -106,8 +109,8 @@ class FileEnd(_Frame, tag="file_end", kw_only=True, frozen=True):
 
 class FileResult(_Frame, tag="file_result", kw_only=True, frozen=True):
     id: U32
-    status: Literal["verified", "mismatch", "io_error"]
-    sha256: Sha256Hex | None
+    status: Verdict
+    sha256: Sha256Hex | None  # null only on io_error (checked in decode_control)
 
 
 class Done(_Frame, tag="done", kw_only=True, frozen=True):
@@ -152,6 +155,10 @@ ControlFrame = (
 
 _decoder: Final = msgspec.json.Decoder(ControlFrame)
 _encoder: Final = msgspec.json.Encoder()
+_object_decoder: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_KNOWN_FIELDS: Final = {
+    cls: frozenset(f.encode_name for f in msgspec.structs.fields(cls)) | {"t"} for cls in get_args(ControlFrame)
+}
 
 
 def _check_sack(sack: list[SeqRange] | None, cum: int) -> None:
@@ -197,6 +204,8 @@ def decode_control(text: str | bytes) -> ControlFrame:
         raise RemoteProtocolError("version", f"protocol version {frame.v} is not supported (we speak 1)")
     if isinstance(frame, Ack | Resume):
         _check_sack(frame.sack, frame.cum)
+    if isinstance(frame, FileResult) and frame.sha256 is None and frame.status != "io_error":
+        raise RemoteProtocolError("protocol", f"file_result {frame.status!r} without sha256 (null only on io_error)")
     if (
         isinstance(frame, Manifest)
         and frame.part == 0
@@ -206,9 +215,25 @@ def decode_control(text: str | bytes) -> ControlFrame:
     return frame
 
 
-def encode_control(frame: ControlFrame) -> str:
-    """Encode a control frame as the compact JSON text sent on the channel."""
-    return _encoder.encode(frame).decode("utf-8")
+def unknown_fields(text: str | bytes, frame: ControlFrame) -> dict[str, msgspec.Raw]:
+    """The top-level fields of ``text`` that ``frame``'s type does not declare, as
+    their raw JSON, in order.  B.3 makes a peer ignore them; a tool that forwards
+    or re-encodes a frame passes them to :func:`encode_control` to keep them."""
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    known = _KNOWN_FIELDS[type(frame)]
+    return {key: value for key, value in _object_decoder.decode(raw).items() if key not in known}
+
+
+def encode_control(frame: ControlFrame, unknown: dict[str, msgspec.Raw] | None = None) -> str:
+    """Encode a control frame as the compact JSON text sent on the channel.
+
+    ``unknown`` (from :func:`unknown_fields`) is appended after the declared
+    fields, so a decoded frame re-encodes byte-for-byte (B.7)."""
+    body = _encoder.encode(frame)
+    if unknown:
+        extra = b"".join(b"," + _encoder.encode(key) + b":" + bytes(value) for key, value in unknown.items())
+        body = body[:-1] + extra + b"}"
+    return body.decode("utf-8")
 
 
 def control_size(frame: ControlFrame | FileEntry) -> int:

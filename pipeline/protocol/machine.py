@@ -108,6 +108,12 @@ class MachineBase:
             return
         self._terminate(outcome, code, message, by_peer=False)
 
+    def peer_gone(self, now: float) -> None:
+        """The link is down and the peer left the signaling room: it has ended.
+
+        By default this concludes nothing (the shell's reconnect deadline does);
+        the sender overrides it for a receiver that finished (docs/protocol.md)."""
+
     def next_timer(self) -> float | None:
         """Absolute time at which ``handle_timer`` wants to run, if any."""
         return None

@@ -13,7 +13,9 @@ it, so its ring slot is free again.  That is stricter than "handed to the
 writer" and is what bounds the receiver's ring: together with the sender's
 window (``seq < cum + W``) at most ``W`` frames occupy slots at any time.
 ``sack`` lists every frame received at or beyond ``cum`` (received, maybe not
-stored yet), so the sender never retransmits what is merely queued.
+stored yet), so the sender never retransmits what is merely queued.  While
+receiving, an ack is repeated after ``idle_ack_interval`` without one: the ack
+that moved ``cum`` may have been lost (docs/protocol.md, "Keepalive acks").
 
 Hashing order: chunks are handed to the hasher (``HashChunk``) strictly in
 file byte order; a chunk that arrives early (unordered channel, retransmission)
@@ -53,6 +55,7 @@ from .frames import (
     Reject,
     Resume,
     SeqRange,
+    Verdict,
 )
 from .machine import MachineBase
 from .manifest import ManifestAssembler, chunk_count, chunk_length
@@ -98,12 +101,14 @@ class ReceiverMachine(MachineBase):
         max_message_size: int,
         window: int,
         ack_interval: float = 0.2,
+        idle_ack_interval: float = 1.0,
         max_files: int = 1_000_000,
         agent: str | None = None,
     ) -> None:
         super().__init__(session, max_message_size)
         self.window = window
         self.ack_interval = ack_interval
+        self.idle_ack_interval = idle_ack_interval
         self.ack_every = max(1, window // 4)
         self.max_files = max_files
         self.agent = agent
@@ -123,6 +128,7 @@ class ReceiverMachine(MachineBase):
         self._highest_seen = -1
         self._last_ack_cum = 0
         self._ack_due: float | None = None
+        self._last_ack_at: float | None = None  # None until the first ack went out
         # Completion.
         self._file_ends: dict[int, FileEnd] = {}
         self._digests: dict[int, str] = {}
@@ -131,7 +137,7 @@ class ReceiverMachine(MachineBase):
         # have their final names and their file_result went out (they stay, and
         # both sides count them): (code, message) until then.
         self._deferred_failure: tuple[ErrorCode, str] | None = None
-        self.verdicts: dict[int, str] = {}
+        self.verdicts: dict[int, Verdict] = {}
         self._done: Done | None = None
         self.link_up = True
         # Counters.
@@ -155,6 +161,8 @@ class ReceiverMachine(MachineBase):
         self._send(self._hello(resume=True))
         self._send(Resume(cum=self.cum, sack=seq_ranges(set(self._beyond)) or None))
         self._last_ack_cum = self.cum
+        if self._last_ack_at is not None:
+            self._last_ack_at = now
 
     def accept(self, now: float) -> None:
         """The user (or ``--yes``) accepted the manifest: open the trust gate (C.4)."""
@@ -185,7 +193,7 @@ class ReceiverMachine(MachineBase):
             del self._beyond[self.cum]
             self.cum += 1
         if self.cum - self._last_ack_cum >= self.ack_every or self.cum == self.total_chunks:
-            self._send_ack()
+            self._send_ack(now)
         elif self._ack_due is None:
             self._ack_due = now + self.ack_interval
 
@@ -221,11 +229,21 @@ class ReceiverMachine(MachineBase):
         return self.state not in (ReceiverState.HELLO, ReceiverState.MANIFEST)
 
     def next_timer(self) -> float | None:
-        return None if self.terminal or not self.link_up else self._ack_due
+        if self.terminal or not self.link_up:
+            return None
+        due = self._ack_due
+        if self.state is ReceiverState.RECEIVING and self._last_ack_at is not None:
+            # Keepalive: an ack lost on a partially reliable channel may be the one
+            # the sender waits for (every frame it has out is SACKed, so its timeout
+            # finds nothing to resend).  Nothing else would make us ack again.
+            idle = self._last_ack_at + self.idle_ack_interval
+            due = idle if due is None else min(due, idle)
+        return due
 
     def handle_timer(self, now: float) -> None:
-        if self._ack_due is not None and now >= self._ack_due and not self.terminal:
-            self._send_ack()
+        due = self.next_timer()
+        if due is not None and now >= due:
+            self._send_ack(now)
 
     @property
     def files_done(self) -> int:
@@ -310,7 +328,7 @@ class ReceiverMachine(MachineBase):
             raise RemoteProtocolError("protocol", "LAST flag does not match the file's final chunk")
         if seq < self.cum or seq in self._beyond:
             self.duplicates += 1  # B.5: drop silently, acknowledge again
-            self._send_ack()
+            self._send_ack(now)
             return
         if self.state is ReceiverState.FINISHING:
             raise RemoteProtocolError("protocol", "new DATA after done")
@@ -331,7 +349,7 @@ class ReceiverMachine(MachineBase):
         gap = seq > self._highest_seen + 1
         self._highest_seen = max(self._highest_seen, seq)
         if gap:
-            self._send_ack()
+            self._send_ack(now)
         elif self._ack_due is None:
             self._ack_due = now + self.ack_interval
 
@@ -363,7 +381,7 @@ class ReceiverMachine(MachineBase):
                 raise RemoteProtocolError("protocol", f"two different file_end frames for {entry.path}")
             verdict = self.verdicts.get(frame.id)
             if verdict is not None:  # our file_result may have been lost in a reconnect
-                self._send(FileResult(id=frame.id, status="verified", sha256=self._digests.get(frame.id)))
+                self._send(FileResult(id=frame.id, status=verdict, sha256=self._digests.get(frame.id)))
             return
         self._file_ends[frame.id] = frame
         if chunks == 0:
@@ -383,9 +401,10 @@ class ReceiverMachine(MachineBase):
 
     # -- internals ---------------------------------------------------------------
 
-    def _send_ack(self) -> None:
+    def _send_ack(self, now: float) -> None:
         self._ack_due = None
         self._last_ack_cum = self.cum
+        self._last_ack_at = now
         if self.link_up:
             self._send(Ack(cum=self.cum, sack=seq_ranges(set(self._beyond)) or None))
 
@@ -415,10 +434,9 @@ class ReceiverMachine(MachineBase):
         self._send(Error(code=code, message=message))
         self._terminate(Outcome.FAILED, code, message, by_peer=False)
 
-    def _verdict(self, file_id: int, status: str, sha256: str | None) -> None:
+    def _verdict(self, file_id: int, status: Verdict, sha256: str | None) -> None:
         self.verdicts[file_id] = status
-        if status in ("verified", "mismatch", "io_error"):
-            self._send(FileResult(id=file_id, status=status, sha256=sha256))  # type: ignore[arg-type]
+        self._send(FileResult(id=file_id, status=status, sha256=sha256))
         self._outbox.append(FileVerdict(file_id, status))
 
     def _maybe_done_ack(self) -> None:

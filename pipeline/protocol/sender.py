@@ -19,6 +19,11 @@ Retransmission keeps the original ``seq``/``file_id``/``chunk_index``:
 * timeout: no progress of ``cum`` for the RTO (2 s, doubling, capped at 30 s):
   the oldest unacknowledged frame is resent;
 * resume: after a reconnect, everything the receiver's ``resume`` does not cover.
+
+A lost link never ends the machine by itself: the shell reconnects (``reconnected``)
+or gives up at its deadline (``abort``).  ``peer_gone`` is the one conclusion
+drawn from the signaling room: a receiver that left after verifying every file
+only lost its ``done_ack`` on the way.
 """
 
 from __future__ import annotations
@@ -133,18 +138,33 @@ class SenderMachine(MachineBase):
     # -- inputs from the shell ---------------------------------------------------
 
     def link_lost(self, now: float) -> None:
-        """The channel dropped; hold everything until ``reconnected``."""
+        """The channel dropped; hold everything until ``reconnected`` (or ``peer_gone``)."""
         if self.terminal:
             return
         self.link_up = False
+
+    def peer_gone(self, now: float) -> None:
+        """The link is down and the receiver has left the signaling room for good.
+
+        A receiver that lost its link keeps its place in the room and reconnects;
+        one that left has ended.  If every file already has a ``verified``
+        ``file_result`` while we wait for ``done_ack``, the receiver ended
+        ``completed`` and only its ``done_ack`` was lost: end ``completed`` too
+        (docs/protocol.md).  Anything else waits for the shell's reconnect deadline.
+        """
+        if self.terminal or self.link_up:
+            return
         if (
             self.state is SenderState.DRAINING
             and len(self.verdicts) == len(self.files)
             and all(v == "verified" for v in self.verdicts.values())
         ):
-            # Every file_result said verified; only the summary was lost.  The
-            # receiver is done and will not come back for it (docs/protocol.md).
-            self._terminate(Outcome.COMPLETED, None, f"{len(self.files)} files verified (link closed before done_ack)", by_peer=True)
+            self._terminate(
+                Outcome.COMPLETED,
+                None,
+                f"{len(self.files)} files verified (the receiver left before its done_ack arrived)",
+                by_peer=True,
+            )
 
     def reconnected(self, now: float) -> None:
         """A new channel opened after a loss: hello with ``resume``, then wait for ``resume``."""
@@ -264,9 +284,13 @@ class SenderMachine(MachineBase):
     def _on_ack(self, cum: int, sack: list[SeqRange] | None, now: float) -> None:
         if cum > self.next_seq or (sack and sack[-1][1] > self.next_seq):
             raise RemoteProtocolError("protocol", f"ack covers seq {max(cum, sack[-1][1] if sack else 0)} never sent")
+        if cum < self.cum:
+            # A stale ack, overtaken by a newer one (an unordered channel): what it
+            # says is older than what we know, and counting it towards fast
+            # retransmission would resend frames already acknowledged.
+            return
         if cum > self.cum:
             self._advance_cum(cum, now)
-        # A stale ack (cum below ours) can only come from a reordering channel: ignore its cum.
         self._sacked = {s for first, end in sack or () for s in range(first, end) if s in self._unacked}
         if sack:
             self._fast_retransmit(sack[-1][1])

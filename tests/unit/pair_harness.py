@@ -2,11 +2,17 @@
 
 Like aioquic's ``client_and_server``: both machines run in one process, time is
 simulated, and the harness plays every shell role (reader, sender hasher,
-writer, receiver hasher).  The link can drop, duplicate, reorder and delay DATA
-frames, and can be cut and reconnected (a new channel: whatever was in flight
-is lost, both machines get ``link_lost`` then ``reconnected``).  Control frames
-are delivered in order and reliably while the link is up - they ride the same
-channel as DATA but B.5's retransmission covers DATA only (docs/protocol.md).
+writer, receiver hasher, the reconnect deadline, the signaling room).  The link
+can drop, duplicate, reorder and delay DATA frames and ``ack`` frames, and can
+be cut and reconnected (a new channel: whatever was in flight is lost, both
+machines get ``link_lost`` then ``reconnected``).  Other control frames are
+delivered in order and reliably while the link is up: B.5's recovery covers
+DATA and acks, not the rest (docs/protocol.md, "Partially reliable channels").
+
+A side that has ended leaves: the link does not come back to it, the other
+side's shell reports ``peer_gone`` while its link is down, and a side still
+waiting when ``reconnect_deadline`` has passed since its link went down ends
+``failed``/``timeout``, as the connection process does (A.1).
 
 The harness records the invariants a test checks: bytes delivered, each chunk
 stored exactly once, window never exceeded, no retransmission of data the
@@ -35,6 +41,9 @@ class Faults:
     drop: float = 0.0
     duplicate: float = 0.0
     reorder: float = 0.0  # probability a DATA frame is held back a little
+    ack_drop: float = 0.0  # the same three for ack frames (receiver -> sender)
+    ack_duplicate: float = 0.0
+    ack_reorder: float = 0.0
     delay: float = 0.001  # base one-way latency (s)
     corrupt_seq: int | None = None  # flip a byte in this DATA frame's payload once
     cuts: list[tuple[float, float]] = field(default_factory=list)  # (at, down_for)
@@ -62,6 +71,7 @@ class Pair:
         faults: Faults | None = None,
         seed: int = 0,
         store_latency: float = 0.0,
+        reconnect_deadline: float = 60.0,
     ) -> None:
         self.rng = random.Random(seed)
         self.contents = contents
@@ -75,6 +85,8 @@ class Pair:
         )
         self.ring_slots = ring_slots or window + 8
         self.store_latency = store_latency
+        self.reconnect_deadline = reconnect_deadline
+        self._down_since = 0.0
         self.now = 0.0
         self.channel = 0
         self.link_up = True
@@ -99,6 +111,8 @@ class Pair:
         self._hash_next: dict[int, int] = {}
         # Invariant records.
         self.terminated: dict[str, list[ev.Terminated]] = {"sender": [], "receiver": []}
+        self.ended_at: dict[str, float] = {}
+        self.cut_at: list[float] = []
         self.max_window_used = 0
         self.resume_held: set[int] = set()
         self.violations: list[str] = []
@@ -121,8 +135,8 @@ class Pair:
                 _at, down_for = cuts.pop(0)
                 self._cut(down_for)
             self.now = round(self.now + step, 6)
-            if not self.link_up and self.now >= self._up_at:
-                self._reconnect()
+            if not self.link_up:
+                self._while_down()
             self._deliver_due()
             self._service_receiver_shell()
             for machine in (self.sender, self.receiver):
@@ -141,12 +155,18 @@ class Pair:
         f = self.faults
         delay = f.delay
         copies = 1
-        if data and self.now < f.fault_until:
-            if self.rng.random() < f.drop:
+        if data:
+            drop, duplicate, reorder = f.drop, f.duplicate, f.reorder
+        elif isinstance(message, str) and message.startswith('{"t":"ack"'):
+            drop, duplicate, reorder = f.ack_drop, f.ack_duplicate, f.ack_reorder
+        else:
+            drop = duplicate = reorder = 0.0
+        if self.now < f.fault_until:
+            if self.rng.random() < drop:
                 return
-            if self.rng.random() < f.duplicate:
+            if self.rng.random() < duplicate:
                 copies = 2
-            if self.rng.random() < f.reorder:
+            if self.rng.random() < reorder:
                 delay += self.rng.uniform(0.001, 0.05)
         for i in range(copies):
             self._order += 1
@@ -169,9 +189,27 @@ class Pair:
     def _cut(self, down_for: float) -> None:
         self.link_up = False
         self._up_at = self.now + down_for
+        self._down_since = self.now
+        self.cut_at.append(self.now)
         self._queue.clear()
         self.sender.link_lost(self.now)
         self.receiver.link_lost(self.now)
+
+    def _while_down(self) -> None:
+        """The shells' side of a lost link: the room, the deadline, the reconnect."""
+        ended = [m for m in (self.sender, self.receiver) if m.terminal]
+        if ended:
+            # A side that ended has left the room; the other learns it from signaling.
+            for machine in (self.sender, self.receiver):
+                if not machine.terminal:
+                    machine.peer_gone(self.now)
+        elif self.now >= self._up_at:
+            self._reconnect()
+            return
+        if self.now - self._down_since > self.reconnect_deadline:
+            for machine in (self.sender, self.receiver):
+                machine.abort(Outcome.FAILED, "timeout", "the connection was lost and not restored in time")
+        self._flush()
 
     def _reconnect(self) -> None:
         self.link_up = True
@@ -249,6 +287,7 @@ class Pair:
                 self._negotiated = True
             case ev.Terminated():
                 self.terminated["sender"].append(output)
+                self.ended_at.setdefault("sender", self.now)
             case _:
                 pass
 
@@ -287,6 +326,7 @@ class Pair:
                 self.discarded.add(file_id)
             case ev.Terminated():
                 self.terminated["receiver"].append(output)
+                self.ended_at.setdefault("receiver", self.now)
             case _:
                 pass
 

@@ -44,7 +44,7 @@ VALID_DATA = [bytes.fromhex(v["hex"]) for v in VECTORS["data_frames_valid"]]
 VALID_CONTROL: list[str] = VECTORS["control_frames_valid"]
 
 U32_MAX = 2**32 - 1
-SEQ_MAX = 2**63 - 1
+SEQ_MAX = 2**64 - 1  # seq is a u64 on the wire
 BELOW_2_53 = 2**53 - 1
 
 
@@ -318,12 +318,8 @@ _STRATEGIES: dict[type[ControlFrame], st.SearchStrategy[Any]] = {
     Reject: st.builds(Reject, code=_TEXT, message=_TEXT),
     Ack: _ack_like(Ack),
     FileEnd: st.builds(FileEnd, id=_U32, size=_COUNT, chunks=_COUNT, sha256=_SHA),
-    FileResult: st.builds(
-        FileResult,
-        id=_U32,
-        status=st.sampled_from(["verified", "mismatch", "io_error"]),
-        sha256=st.none() | _SHA,
-    ),
+    FileResult: st.builds(FileResult, id=_U32, status=st.sampled_from(["verified", "mismatch"]), sha256=_SHA)
+    | st.builds(FileResult, id=_U32, status=st.just("io_error"), sha256=st.none() | _SHA),
     Done: st.builds(Done, files=_COUNT, bytes=_COUNT),
     DoneAck: st.builds(DoneAck, verified=_COUNT, failed=_COUNT),
     Resume: _ack_like(Resume),
@@ -340,6 +336,16 @@ def test_control_frame_round_trip(frame: ControlFrame) -> None:
     assert decode_control(text) == frame
     assert decode_control(text.encode("utf-8")) == frame
     assert encode_control(decode_control(text)) == text
+
+
+@pytest.mark.parametrize("status", ["verified", "mismatch"])
+def test_a_verdict_on_data_carries_the_receivers_digest(status: str) -> None:
+    # B.3: sha256 "may be null on io_error" - and only there.
+    with pytest.raises(RemoteProtocolError) as info:
+        decode_control(json.dumps({"t": "file_result", "id": 0, "status": status, "sha256": None}))
+    assert info.value.code == "protocol"
+    io_error = decode_control('{"t":"file_result","id":0,"status":"io_error","sha256":null}')
+    assert isinstance(io_error, FileResult) and io_error.sha256 is None
 
 
 def test_round_trip_strategies_cover_every_frame_type() -> None:

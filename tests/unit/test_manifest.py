@@ -343,14 +343,22 @@ def test_default_file_limit_is_one_million() -> None:
     )
 
 
-def test_size_of_2_to_the_53_is_refused() -> None:
-    # The decoder already refuses it; the assembler checks frames built in memory too.
-    files = [FileEntry(id=0, path="huge", size=2**53)]
+@pytest.mark.parametrize("size", [2**53, -1, 2**63 - 1])
+def test_a_size_outside_0_to_2_to_the_53_is_bad_manifest(size: int) -> None:
+    # B.4: sizes are non-negative integers below 2^53.  Off the wire too: the
+    # decoder takes any 64-bit integer and leaves the range to the assembler.
+    files = [FileEntry(id=0, path="huge", size=size)]
     _reject([_manifest(files, total_bytes=0)], "bad_manifest", "size")
+    decoded = decode_control(encode_control(_manifest(files, total_bytes=0)))
+    assert isinstance(decoded, Manifest)
+    _reject([decoded], "bad_manifest", "size")
     largest = [FileEntry(id=0, path="huge", size=2**53 - 1)]
     assert _assemble([_manifest(largest)]) == tuple(largest)
-    with pytest.raises(RemoteProtocolError):
-        decode_control(encode_control(_manifest(files)))
+
+
+@pytest.mark.parametrize("total_bytes", [2**53, -1])
+def test_total_bytes_outside_the_range_is_bad_manifest(total_bytes: int) -> None:
+    _reject([_manifest([], total_bytes=total_bytes)], "bad_manifest", "total_bytes")
 
 
 def test_bad_path_in_a_later_part_rejects_the_whole_manifest() -> None:

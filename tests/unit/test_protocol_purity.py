@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,9 +26,23 @@ FORBIDDEN = frozenset(
         "subprocess",
         "uvloop",
         "aiohttp",
+        "aiofiles",
         "psutil",
+        "tempfile",
+        "glob",
+        "mmap",
+        "fcntl",
+        "select",
+        "selectors",
+        "signal",
+        "importlib",
+        "datetime",
+        "concurrent",
+        "sqlite3",
     }
 )
+# Builtins that reach the filesystem, the clock or arbitrary code.
+FORBIDDEN_CALLS = frozenset({"open", "exec", "eval", "compile", "input", "breakpoint"})
 MODULES = sorted(PROTOCOL_DIR.rglob("*.py"))
 
 
@@ -52,11 +68,31 @@ def _imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
 
 def _forbidden_imports(source: str) -> list[str]:
     tree = ast.parse(source)
-    return [
+    found = [
         f"line {line}: {name}"
         for line, name in _imported_modules(tree)
         if name.split(".")[0] in FORBIDDEN
     ]
+    found += [
+        f"line {node.lineno}: {node.func.id}()"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FORBIDDEN_CALLS
+    ]
+    return found
+
+
+def test_nothing_impure_is_loaded_by_importing_the_core() -> None:
+    """At run time too: a fresh interpreter that imports every core module has
+    loaded none of the I/O or concurrency packages (none of them indirectly)."""
+    code = (
+        "import sys\n"
+        "import pipeline.protocol.frames, pipeline.protocol.sender, pipeline.protocol.receiver\n"
+        "import pipeline.protocol.manifest, pipeline.protocol.paths, pipeline.protocol.events\n"
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split())
+    third_party_io = {"asyncio", "aiortc", "aioice", "multiprocessing", "uvloop", "aiohttp", "aiofiles", "psutil", "socket"}
+    assert loaded & third_party_io == set()
 
 
 def test_protocol_package_has_the_codec_modules() -> None:
@@ -83,6 +119,11 @@ def test_module_imports_nothing_impure(path: Path) -> None:
         "if True:\n    from pathlib import Path",
         "try:\n    import uvloop\nexcept ImportError:\n    pass",
         "subprocess = __import__('subprocess')",
+        "import aiofiles",
+        "from tempfile import mkstemp",
+        "with open('x') as f:\n    pass",
+        "def f(p):\n    return open(p).read()",
+        "from importlib import import_module",
     ],
 )
 def test_checker_catches_impure_imports(source: str) -> None:
