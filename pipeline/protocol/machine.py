@@ -22,7 +22,9 @@ from .frames import (
     ControlFrame,
     DataFrame,
     Error,
+    FileEntry,
     Hello,
+    Verdict,
     decode_control,
     decode_data,
 )
@@ -32,8 +34,12 @@ from .outcome import Outcome
 class MachineBase:
     role: str = ""
 
+    files: tuple[FileEntry, ...]
+    verdicts: dict[int, Verdict]
+
     def __init__(self, session: str, max_message_size: int) -> None:
         self.session = session
+        self.link_up = True
         self.max_message_size = max_message_size
         self.peer_max_message_size: int | None = None
         self.outcome: Outcome | None = None
@@ -109,10 +115,30 @@ class MachineBase:
         self._terminate(outcome, code, message, by_peer=False)
 
     def peer_gone(self, now: float) -> None:
-        """The link is down and the peer left the signaling room: it has ended.
+        """The link is down and the peer has left the signaling room: it has ended.
 
-        By default this concludes nothing (the shell's reconnect deadline does);
-        the sender overrides it for a receiver that finished (docs/protocol.md)."""
+        A peer that only lost its link keeps its place in the room and reconnects;
+        one that left is finished.  If every file already has a ``verified``
+        ``file_result`` and only the session's last frame is outstanding (the
+        sender's ``done_ack``, the receiver's ``done``), that frame was lost with
+        the link: end ``completed``.  Anything else concludes nothing; the shell's
+        reconnect deadline ends the session (docs/protocol.md, "The link drops at
+        the very end").
+        """
+        if self.terminal or self.link_up or not self._awaiting_summary():
+            return
+        if len(self.verdicts) == len(self.files) and all(v == "verified" for v in self.verdicts.values()):
+            peer = "receiver" if self.role == "sender" else "sender"
+            self._terminate(
+                Outcome.COMPLETED,
+                None,
+                f"{len(self.files)} files verified (the {peer} left before the session's last frame arrived)",
+                by_peer=True,
+            )
+
+    def _awaiting_summary(self) -> bool:
+        """Hook: every file is out and only the closing exchange (done/done_ack) remains."""
+        return False
 
     def next_timer(self) -> float | None:
         """Absolute time at which ``handle_timer`` wants to run, if any."""

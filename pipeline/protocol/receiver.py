@@ -139,7 +139,6 @@ class ReceiverMachine(MachineBase):
         self._deferred_failure: tuple[ErrorCode, str] | None = None
         self.verdicts: dict[int, Verdict] = {}
         self._done: Done | None = None
-        self.link_up = True
         # Counters.
         self.bytes_received = 0
         self.bytes_stored = 0
@@ -227,6 +226,9 @@ class ReceiverMachine(MachineBase):
     @property
     def introduced(self) -> bool:
         return self.state not in (ReceiverState.HELLO, ReceiverState.MANIFEST)
+
+    def _awaiting_summary(self) -> bool:
+        return self.state in (ReceiverState.RECEIVING, ReceiverState.FINISHING)
 
     def next_timer(self) -> float | None:
         if self.terminal or not self.link_up:

@@ -21,9 +21,8 @@ Retransmission keeps the original ``seq``/``file_id``/``chunk_index``:
 * resume: after a reconnect, everything the receiver's ``resume`` does not cover.
 
 A lost link never ends the machine by itself: the shell reconnects (``reconnected``)
-or gives up at its deadline (``abort``).  ``peer_gone`` is the one conclusion
-drawn from the signaling room: a receiver that left after verifying every file
-only lost its ``done_ack`` on the way.
+or gives up at its deadline (``abort``); ``peer_gone`` (see ``MachineBase``) is
+the one conclusion drawn from the signaling room.
 """
 
 from __future__ import annotations
@@ -50,6 +49,7 @@ from .frames import (
     Reject,
     Resume,
     SeqRange,
+    Verdict,
 )
 from .machine import MachineBase
 from .manifest import build_manifest_parts, chunk_count, chunk_length
@@ -126,9 +126,8 @@ class SenderMachine(MachineBase):
         self._digests: dict[int, tuple[int, str]] = {}
         self._last_chunk_sent: set[int] = {f.id for f in self.files if f.size == 0}
         self._file_end_sent: set[int] = set()
-        self.verdicts: dict[int, str] = {}
+        self.verdicts: dict[int, Verdict] = {}
         # Link state (reconnects).
-        self.link_up = True
         self._awaiting_resume = False
         # Counters for telemetry.
         self.frames_sent = 0
@@ -142,29 +141,6 @@ class SenderMachine(MachineBase):
         if self.terminal:
             return
         self.link_up = False
-
-    def peer_gone(self, now: float) -> None:
-        """The link is down and the receiver has left the signaling room for good.
-
-        A receiver that lost its link keeps its place in the room and reconnects;
-        one that left has ended.  If every file already has a ``verified``
-        ``file_result`` while we wait for ``done_ack``, the receiver ended
-        ``completed`` and only its ``done_ack`` was lost: end ``completed`` too
-        (docs/protocol.md).  Anything else waits for the shell's reconnect deadline.
-        """
-        if self.terminal or self.link_up:
-            return
-        if (
-            self.state is SenderState.DRAINING
-            and len(self.verdicts) == len(self.files)
-            and all(v == "verified" for v in self.verdicts.values())
-        ):
-            self._terminate(
-                Outcome.COMPLETED,
-                None,
-                f"{len(self.files)} files verified (the receiver left before its done_ack arrived)",
-                by_peer=True,
-            )
 
     def reconnected(self, now: float) -> None:
         """A new channel opened after a loss: hello with ``resume``, then wait for ``resume``."""
@@ -321,6 +297,9 @@ class SenderMachine(MachineBase):
         self._progress_at = now
         self._pump()
         self._maybe_done()
+
+    def _awaiting_summary(self) -> bool:
+        return self.state is SenderState.DRAINING
 
     def _on_file_result(self, frame: FileResult) -> None:
         if frame.id >= len(self.files):

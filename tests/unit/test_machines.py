@@ -171,7 +171,7 @@ def test_a_receiver_that_finished_while_the_link_was_down_completes_the_sender()
     pair._cut(1e9)
     pair.run(until=pair.now + 1.0)
     assert pair.outcome("sender") is Outcome.COMPLETED
-    assert "left before its done_ack" in pair.terminated["sender"][0].message
+    assert "the receiver left before the session's last frame arrived" in pair.terminated["sender"][0].message
     _assert_completed(pair)
 
 
@@ -186,6 +186,27 @@ def test_peer_gone_concludes_nothing_while_verdicts_are_missing() -> None:
     sender.link_lost(1.0)
     sender.peer_gone(1.0)  # no file_result yet: the receiver may have failed
     assert not sender.terminal
+
+
+def test_a_sender_that_left_after_every_verdict_completes_the_receiver() -> None:
+    """The mirror case: every file verified, the sender's done lost with the link,
+    and the room says the sender left (its process ended): the data is all in
+    place, so the receiver ends ``completed`` rather than waiting for a deadline."""
+    empty = hashlib.sha256(b"").hexdigest()
+    receiver = _receiver_after_manifest([FileEntry(id=0, path="a", size=0), FileEntry(id=1, path="b", size=0)])
+    receiver.accept(0.1)
+    for file_id in (0, 1):
+        receiver.receive_text(json.dumps({"t": "file_end", "id": file_id, "size": 0, "chunks": 0, "sha256": empty}), 0.2)
+        receiver.file_digest(file_id, empty, 0.3)
+    receiver.peer_gone(0.35)  # the link is up: nothing concluded
+    receiver.link_lost(0.4)
+    receiver.peer_gone(0.4)  # b has no verdict yet
+    assert not receiver.terminal
+    receiver.file_finalized(0, 0.5)
+    receiver.file_finalized(1, 0.5)
+    receiver.peer_gone(0.6)
+    assert receiver.outcome is Outcome.COMPLETED
+    assert "the sender left" in receiver.message
 
 
 @pytest.mark.parametrize("seed", range(60))
