@@ -18,6 +18,7 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiortc import (
@@ -62,10 +63,13 @@ class Superseded(Exception):
 
 
 class RoomChannel:
-    """The signaling socket, read by one task into a queue; tracks the peer's presence."""
+    """The signaling socket, read by one task into a queue; tracks the peer's presence.
 
-    def __init__(self, client: SignalingClient) -> None:
+    ``on_peer_left`` runs when the server reports that the peer left the room."""
+
+    def __init__(self, client: SignalingClient, on_peer_left: Callable[[], None] | None = None) -> None:
         self.client = client
+        self.on_peer_left = on_peer_left
         self.signals: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.peer_present = asyncio.Event()
         self.closed: SignalingError | None = None
@@ -88,6 +92,8 @@ class RoomChannel:
                         self.signals.put_nowait({"type": "peer_joined"})
                     else:
                         self.peer_present.clear()
+                        if self.on_peer_left is not None:
+                            self.on_peer_left()
                 elif isinstance(message, Signal):
                     self.signals.put_nowait(message.data)
         except SignalingError as exc:
@@ -116,12 +122,15 @@ class PeerLink:
     def __init__(self, stun_servers: list[str]) -> None:
         servers = [RTCIceServer(urls=url) for url in stun_servers]
         # iceServers=[] means host candidates only; None would mean Google's STUN server.
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        self.configuration = RTCConfiguration(iceServers=servers)
+        self.pc = RTCPeerConnection(self.configuration)
         self.stun_configured = bool(stun_servers)
         self.channel: RTCDataChannel | None = None
         self.opened = asyncio.Event()
         self.closed = asyncio.Event()
         self.connected_at: float | None = None
+        # When both descriptions were in place (the answer sent or applied): the connect deadline's start.
+        self.exchanged_at: float | None = None
         self.answering = False
         # With two STUN servers, how this side's NAT maps: measured beside ICE (aiortc
         # itself asks only the first server), for the summary and the no-route diagnosis.
@@ -139,7 +148,8 @@ class PeerLink:
         max_packet_life_time: int | None,
         timeout: float,
     ) -> None:
-        """Sender side: create the channel, offer, take the answer, wait for open."""
+        """Sender side: create the channel, offer, take the answer, wait for open
+        (at most ``timeout`` for the answer, then ``timeout`` from its arrival)."""
         channel = self.pc.createDataChannel(
             LABEL,
             ordered=ordered,
@@ -156,7 +166,8 @@ class PeerLink:
         await self._exchange(room, want="answer", timeout=timeout)
 
     async def answer(self, room: RoomChannel, offer: dict[str, Any], *, timeout: float) -> None:
-        """Receiver side: take the offer, answer, wait for the sender's channel."""
+        """Receiver side: take the offer, answer, wait for the sender's channel
+        (``timeout`` from the answer sent)."""
         self.answering = True
 
         @self.pc.on("datachannel")
@@ -172,8 +183,22 @@ class PeerLink:
         await self._exchange(room, want=None, timeout=timeout)
 
     async def _exchange(self, room: RoomChannel, *, want: str | None, timeout: float) -> None:
-        """Apply signals until the channel opens; the connect deadline runs from here."""
-        deadline = time.monotonic() + timeout
+        """Apply signals until the channel opens.
+
+        The connect deadline (A.1, ``timeout``) runs from the descriptions' exchange:
+        for the answerer (``want=None``) from here, its answer sent; for the offerer
+        from the moment the answer is applied, so the receiver's candidate gathering
+        (5 s when STUN is unreachable) does not eat into it.  The wait for the answer
+        is bounded too, by the same ``timeout`` counted from the offer: a receiver
+        that never answers ends in ``no_route`` after at most ``timeout``, and the
+        offerer's worst case is twice ``timeout`` from its offer (a reconnect
+        attempt is also bounded by the reconnect deadline, see ``_establish``).
+        """
+        now = time.monotonic()
+        if want is None:
+            self.exchanged_at = now
+        # The answerer's connect deadline, or the offerer's bound on the wait for the answer.
+        deadline = now + timeout
         while not self.opened.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -195,6 +220,8 @@ class PeerLink:
             if want is not None and data.get("type") == want:
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type=want))
                 want = None
+                self.exchanged_at = time.monotonic()
+                deadline = self.exchanged_at + timeout  # descriptions exchanged: the connect deadline starts
             elif "candidate" in data:
                 await self._add_candidate(data)
         self.connected_at = time.monotonic()
@@ -246,6 +273,13 @@ class PeerLink:
         return NoRoute(diagnosis, observation.to_dict())
 
     # -- facts for the summary -------------------------------------------------------
+
+    def ice_server_urls(self) -> list[str]:
+        """The ICE servers this connection was built with: [] means host candidates only."""
+        urls: list[str] = []
+        for server in self.configuration.iceServers or []:
+            urls.extend([server.urls] if isinstance(server.urls, str) else server.urls)
+        return urls
 
     def max_message_size(self) -> int:
         return min(LOCAL_MAX_MESSAGE_SIZE, ice_probe.remote_max_message_size(self.pc))

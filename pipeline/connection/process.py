@@ -1,7 +1,9 @@
 """The connection process: signaling, the peer connection, and the protocol machine.
 
-It runs on uvloop and does nothing but networking (aiortc-facts.md: anything
-that blocks this loop stalls SACKs and consent checks).  Lifecycle::
+It runs on uvloop (the summary's ``connection.event_loop`` says which loop it got;
+without uvloop it warns and runs about a third slower) and does nothing but
+networking (aiortc-facts.md: anything that blocks this loop stalls SACKs and
+consent checks).  Lifecycle::
 
     join room ─► establish link ─► open ─► [lost ─► re-establish (same room) ─► open]* ─► terminal ─► close ─► Finished
                      │                         │ reconnect deadline passed
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import signal
 import time
@@ -49,6 +52,34 @@ TICK = 0.25
 # candidate and cannot succeed; give it this long (doubling per attempt, at
 # most connect_timeout) rather than the whole connect_timeout.
 RECONNECT_ATTEMPT = 5.0
+# The receiver's join retries while the room is unknown wait this long first, then
+# twice as long each time (see join_retry_delays).
+JOIN_FIRST_RETRY = 0.5
+
+
+def join_retry_delays(join_wait: float, first: float = JOIN_FIRST_RETRY) -> list[float]:
+    """The waits between the receiver's joins while the server answers ``unknown_room``.
+
+    Every such answer counts toward the server's 20 per address per minute (C.3),
+    so the waits double from ``first``; when the wait after the next one would run
+    past ``join_wait``, the next one runs to ``join_wait`` instead (the last join is
+    at the deadline).  For 10 s: 0.5, 1, 2, 6.5, so five joins in all.
+    """
+    delays: list[float] = []
+    at, delay = 0.0, first
+    while at < join_wait:
+        if at + 3 * delay > join_wait:  # this wait and the doubled next one overrun
+            delays.append(join_wait - at)
+            break
+        delays.append(delay)
+        at += delay
+        delay *= 2
+    return delays
+
+
+def event_loop_kind(loop: asyncio.AbstractEventLoop) -> str:
+    """``"uvloop"`` or ``"asyncio"``: the implementation running ``loop``."""
+    return "uvloop" if type(loop).__module__.partition(".")[0] == "uvloop" else "asyncio"
 
 
 class LinkLost(Exception):
@@ -101,6 +132,7 @@ class ConnectionProcess:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        self.diagnostics["event_loop"] = event_loop_kind(loop)
         watch_readable(loop, self.ctl, self._read_ctl)
         for name, pipe in self.pipes.items():
             if name.startswith("from_"):
@@ -167,6 +199,8 @@ class ConnectionProcess:
                     return
                 # Lost: keep the protocol state, drop the link, go round again (A.1).
                 self.machine.link_lost(time.monotonic())
+                if self.room is not None and not self.room.peer_present.is_set():
+                    self.machine.peer_gone(time.monotonic())  # it left before we saw the loss
                 self.plane.detach_channel()
                 self.plane.process()
                 self.link = None
@@ -192,25 +226,28 @@ class ConnectionProcess:
         p = self.params
         client = SignalingClient()
         await client.connect(p.signal_url)
-        deadline = time.monotonic() + p.join_wait
+        started = time.monotonic()
+        # When to join again, counted from the first join: backing off, since each
+        # unknown_room counts toward the server's rate limit (C.3).
+        retries = itertools.accumulate(join_retry_delays(p.join_wait))
         while True:
             try:
                 joined = await client.join(p.code, p.role)
                 break
             except SignalingError as exc:
-                # The receiver may be faster than the sender's join; retry briefly.
-                if exc.code != "unknown_room" or p.role != "receiver" or time.monotonic() > deadline:
-                    await client.close()
+                await client.close()
+                # The receiver may be faster than the sender's join; retry for join_wait.
+                retry_at = next(retries, None) if exc.code == "unknown_room" and p.role == "receiver" else None
+                if retry_at is None:
                     if exc.code == "unknown_room":
                         raise SignalingError(
                             exc.code, f"no sender is waiting under code {p.code!r}: check the code and the URL"
                         ) from None
                     raise
-                await client.close()
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(max(0.0, started + retry_at - time.monotonic()))
                 client = SignalingClient()
                 await client.connect(p.signal_url)
-        self.room = RoomChannel(client)
+        self.room = RoomChannel(client, self._peer_left)
         self.room.start(joined.peer_present)
         control.send(self.ctl, control.Status(text="joined the room; waiting for the peer"))
 
@@ -233,6 +270,7 @@ class ConnectionProcess:
                 attempt = max(0.1, min(p.connect_timeout, RECONNECT_ATTEMPT * 2**attempts, remaining))
             attempts += 1
             link = PeerLink(p.stun_servers)
+            self.diagnostics["ice_servers"] = link.ice_server_urls()  # [] by default: no outside address
             self._hold_messages(link)
             try:
                 control.send(self.ctl, control.Status(text="connecting" if first else "reconnecting"))
@@ -285,6 +323,8 @@ class ConnectionProcess:
                 joined = await client.join(p.code, p.role)
             except SignalingError as exc:
                 await client.close()
+                if exc.code == "unknown_room":
+                    self._peer_left()  # the sender left and the server forgot the room
                 if exc.code not in ("role_taken", "room_full", "connect_failed", "closed"):
                     raise
                 log.info("rejoining the room: %s", exc)
@@ -293,10 +333,20 @@ class ConnectionProcess:
             except BaseException:
                 await client.close()
                 raise
-            self.room = RoomChannel(client)
+            self.room = RoomChannel(client, self._peer_left)
             self.room.start(joined.peer_present)
             log.info("rejoined the room")
+            if not joined.peer_present:
+                self._peer_left()
             return
+
+    def _peer_left(self) -> None:
+        """The room says the peer left (or is gone after our rejoin).  With our own
+        link down too, the peer has ended rather than lost its link: the machine
+        may conclude (``peer_gone``, docs/protocol.md "The link drops at the very end")."""
+        if self.link is None and not self.machine.terminal:
+            self.machine.peer_gone(time.monotonic())
+            self.plane.process()
 
     def _hold_messages(self, link: PeerLink) -> None:
         """Have the data plane keep the channel's messages from the moment it exists
@@ -508,8 +558,12 @@ def run_connection(params: control.ConnParams, ctl: PipeEnd, pipes: dict[str, Pi
     """``multiprocessing.Process`` target."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     logging.basicConfig(level=log_level, format="%(asctime)s %(processName)s %(name)s: %(message)s")
-    with contextlib.suppress(ImportError):
+    try:
         import uvloop
-
-        uvloop.install()
-    asyncio.run(ConnectionProcess(params, ctl, pipes).run())
+    except ImportError:
+        # Recorded in the summary too (diagnostics["event_loop"]).
+        log.warning("uvloop is not available: the connection runs on asyncio's own event loop, about a third slower")
+        asyncio.run(ConnectionProcess(params, ctl, pipes).run())
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(ConnectionProcess(params, ctl, pipes).run())

@@ -1,4 +1,4 @@
-"""ice_probe against two real RTCPeerConnections in one event loop.
+"""ice_probe (and PeerLink's ICE setup) against real RTCPeerConnections in one event loop.
 
 Host candidates only (``iceServers=[]``): aioice skips 127.0.0.1 when gathering,
 so the pair runs over this machine's own interface addresses (traffic to
@@ -9,7 +9,9 @@ them never leaves the machine).  The in-process STUN responders listen on
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, cast
 
@@ -17,10 +19,12 @@ import aioice.stun
 import pytest
 import uvloop
 from aioice import stun
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
-from pipeline.connection import ice_probe
+from pipeline.config import IceConfig
+from pipeline.connection import ice_probe, peer
 from pipeline.connection.diagnostics import Observation
+from pipeline.connection.peer import NoRoute, PeerLink, RoomChannel
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -369,3 +373,194 @@ def test_sdp_candidate_types() -> None:
 )
 def test_is_private_address(host: str, private: bool) -> None:
     assert ice_probe.is_private_address(host) is private
+
+
+# -- PeerLink: ICE servers and the connect deadline ------------------------------------
+
+
+def test_default_peer_link_uses_no_ice_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No STUN configured: iceServers=[] (host candidates only), never None, which
+    would make aiortc ask Google's public STUN server: tests and defaults never
+    contact an outside address."""
+    built: list[RTCConfiguration | None] = []
+
+    class Recording(RTCPeerConnection):
+        def __init__(self, configuration: RTCConfiguration | None = None) -> None:
+            built.append(configuration)
+            super().__init__(configuration)
+
+    monkeypatch.setattr(peer, "RTCPeerConnection", Recording)
+
+    async def stun_server_of(stun_servers: list[str]) -> tuple[object, object, list[str]]:
+        link = PeerLink(stun_servers)
+        try:
+            link.pc.createDataChannel("servers")
+            connection = ice_probe.ice_connection(link.pc)
+            assert connection is not None
+            return connection.stun_server, connection.turn_server, link.ice_server_urls()
+        finally:
+            await link.close(graceful=False)
+
+    default = IceConfig().stun_servers
+    assert default == []
+    stun_server, turn_server, urls = run("asyncio", lambda: stun_server_of(default))
+    assert len(built) == 1 and built[0] is not None
+    assert built[0].iceServers == [] and built[0].iceServers is not None
+    assert (stun_server, turn_server, urls) == (None, None, [])
+    # The check sees a configured server (so the None above means none at all)...
+    configured = run("asyncio", lambda: stun_server_of(["stun:127.0.0.1:3478"]))
+    assert configured == (("127.0.0.1", 3478), None, ["stun:127.0.0.1:3478"])
+
+    # ...and what None would have meant.
+    async def unconfigured() -> object:
+        pc = RTCPeerConnection(RTCConfiguration())
+        try:
+            pc.createDataChannel("servers")
+            connection = ice_probe.ice_connection(pc)
+            assert connection is not None
+            return connection.stun_server
+        finally:
+            await pc.close()
+
+    assert run("asyncio", unconfigured) == ("stun.l.google.com", 19302)
+
+
+class MemoryRoom:
+    """The signaling room in memory: what the link sends is kept with its time;
+    the test feeds ``signals``."""
+
+    def __init__(self) -> None:
+        self.signals: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.sent: list[tuple[float, dict[str, Any]]] = []
+        self.sent_one = asyncio.Event()
+
+    async def send(self, data: dict[str, Any]) -> None:
+        self.sent.append((time.monotonic(), data))
+        self.sent_one.set()
+
+
+def ipv4_host_address() -> str:
+    for address in host_addresses():
+        if ipaddress.ip_address(address.partition("%")[0]).version == 4:
+            return address
+    pytest.skip("no non-loopback IPv4 address")
+
+
+def unreachable(sdp: str, address: str, port: int) -> str:
+    """``sdp`` with its candidates replaced by one that never answers: no route."""
+    lines = [line for line in sdp.splitlines() if not line.startswith("a=candidate:")]
+    at = next(i for i, line in enumerate(lines) if line.startswith("a=end-of-candidates"))
+    lines.insert(at, f"a=candidate:1 1 udp 2130706431 {address} {port} typ host")
+    return "\r\n".join(lines) + "\r\n"
+
+
+# The connect deadline in these tests: short, yet long against scheduling noise.
+CONNECT_TIMEOUT = 4.0
+ANSWER_DELAY = 2.0  # the receiver's gathering, stretched: under CONNECT_TIMEOUT
+MARGIN = 0.5  # early wake-ups of the loop's timers and the like; never a speed bound
+
+
+@requires_host_address
+def test_sender_connect_deadline_runs_from_the_answer() -> None:
+    """A.1: the connect deadline counts from the descriptions' exchange, not from
+    the offer: a late answer (the receiver gathering) leaves ICE its whole time."""
+
+    async def main() -> tuple[float, float, float, float | None, BaseException | None]:
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        silent.bind((ipv4_host_address(), 0))
+        sender = PeerLink([])
+        receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        room = MemoryRoom()
+        try:
+            offering = asyncio.ensure_future(
+                sender.offer(
+                    cast(RoomChannel, room),
+                    ordered=True,
+                    max_retransmits=None,
+                    max_packet_life_time=None,
+                    timeout=CONNECT_TIMEOUT,
+                )
+            )
+            await room.sent_one.wait()
+            offered_at, offer = room.sent[0]
+            # Neither side learns where the other is: no check can get through.
+            address, port = silent.getsockname()
+            offer_sdp = unreachable(offer["sdp"], address, port)
+            await receiver.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            await receiver.setLocalDescription(await receiver.createAnswer())
+            await asyncio.sleep(max(0.0, offered_at + ANSWER_DELAY - time.monotonic()))
+            answered_at = time.monotonic()
+            room.signals.put_nowait({"type": "answer", "sdp": unreachable(receiver.localDescription.sdp, address, port)})
+            error = None
+            try:
+                await offering
+            except NoRoute as exc:
+                error = exc
+            return offered_at, answered_at, time.monotonic(), sender.exchanged_at, error
+        finally:
+            await sender.close(graceful=False)
+            await receiver.close()
+            silent.close()
+
+    offered_at, answered_at, gave_up_at, exchanged_at, error = run("asyncio", main)
+    assert answered_at - offered_at < CONNECT_TIMEOUT - MARGIN, "the answer came too late to test anything"
+    assert isinstance(error, NoRoute)
+    assert exchanged_at is not None and exchanged_at >= answered_at
+    # Measured from the offer (the old way) it would give up ANSWER_DELAY s earlier.
+    assert gave_up_at - answered_at >= CONNECT_TIMEOUT - MARGIN, (offered_at, answered_at, gave_up_at)
+
+
+def test_sender_wait_for_the_answer_is_bounded() -> None:
+    """No answer at all: the sender still gives up (no_route), after the connect timeout."""
+
+    async def main() -> tuple[float, float, float | None]:
+        sender = PeerLink([])
+        room = MemoryRoom()
+        try:
+            offering = sender.offer(
+                cast(RoomChannel, room), ordered=True, max_retransmits=None, max_packet_life_time=None, timeout=1.0
+            )
+            with pytest.raises(NoRoute):
+                await asyncio.wait_for(offering, 30.0)
+            return room.sent[0][0], time.monotonic(), sender.exchanged_at
+        finally:
+            await sender.close(graceful=False)
+
+    offered_at, gave_up_at, exchanged_at = run("asyncio", main)
+    assert gave_up_at - offered_at >= 1.0 - MARGIN
+    assert exchanged_at is None
+
+
+@requires_host_address
+def test_receiver_connect_deadline_runs_from_its_answer(fast_stun_failure: None) -> None:
+    """The receiver's clock starts once its answer is sent, after its own gathering
+    (here an unanswered STUN server makes that gathering slow)."""
+
+    async def main() -> tuple[float, float, float, float | None]:
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        silent.bind((ipv4_host_address(), 0))
+        stun_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        stun_sink.bind(("127.0.0.1", 0))
+        sender = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        receiver = PeerLink([f"stun:127.0.0.1:{stun_sink.getsockname()[1]}"])
+        room = MemoryRoom()
+        try:
+            sender.createDataChannel("xfer")
+            await sender.setLocalDescription(await sender.createOffer())
+            address, port = silent.getsockname()
+            offer = {"type": "offer", "sdp": unreachable(sender.localDescription.sdp, address, port)}
+            started = time.monotonic()
+            with pytest.raises(NoRoute):
+                await receiver.answer(cast(RoomChannel, room), offer, timeout=2.0)
+            answer_sent_at = room.sent[0][0]
+            return started, answer_sent_at, time.monotonic(), receiver.exchanged_at
+        finally:
+            await receiver.close(graceful=False)
+            await sender.close()
+            silent.close()
+            stun_sink.close()
+
+    started, answer_sent_at, gave_up_at, exchanged_at = run("asyncio", main)
+    assert answer_sent_at > started
+    assert exchanged_at is not None and exchanged_at >= answer_sent_at
+    assert gave_up_at - answer_sent_at >= 2.0 - MARGIN
