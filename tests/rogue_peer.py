@@ -7,7 +7,10 @@ and DataChannel (``xfer``, ``xfer/1``); then, by ``--act``:
 * ``hello``: (sender) says hello, then never sends its manifest;
 * ``manifest``: (sender) offers one file named ``--path`` (a hostile name);
 * ``corrupt``: (sender) sends ``good.bin`` honestly and ``bad.bin`` with a
-  ``file_end`` digest that does not match the bytes it sent, then ``done``.
+  ``file_end`` digest that does not match the bytes it sent, then ``done``;
+* ``vanish``: (receiver) accepts, receives and verifies every file like a real
+  receiver, but on ``done`` closes the connection and leaves the room without
+  sending ``done_ack`` (as if the cut took it), then exits.
 
 It answers ICE consent checks throughout, so the link stays up whatever the
 application does. It prints ``channel open``, then every control frame it
@@ -32,13 +35,16 @@ from pipeline.connection.peer import LABEL, LOCAL_MAX_MESSAGE_SIZE, SUBPROTOCOL
 from pipeline.protocol.frames import (
     PROTOCOL_VERSION,
     Accept,
+    Ack,
     ControlFrame,
     Done,
     FileEnd,
     FileEntry,
+    FileResult,
     Hello,
     Manifest,
     decode_control,
+    decode_data,
     encode_control,
     encode_data,
 )
@@ -114,6 +120,9 @@ async def act(args: argparse.Namespace, channel: RTCDataChannel, frames: asyncio
     if args.act == "hello":
         return
     await expect(frames, Hello)
+    if args.act == "vanish":
+        await receive_all_then_vanish(channel, frames)
+        return
     if args.act == "manifest":
         files = [FileEntry(id=0, path=args.path, size=len(GOOD))]
     else:
@@ -129,12 +138,40 @@ async def act(args: argparse.Namespace, channel: RTCDataChannel, frames: asyncio
     channel.send(encode_control(Done(files=2, bytes=total)))
 
 
+async def receive_all_then_vanish(channel: RTCDataChannel, frames: asyncio.Queue[ControlFrame]) -> None:
+    """A receiver that does everything right up to ``done``, then is gone."""
+    manifest = await expect(frames, Manifest)
+    assert isinstance(manifest, Manifest) and manifest.last, "one-part manifests only"
+    hashers = {entry.id: hashlib.sha256() for entry in manifest.files}
+
+    def on_data(message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            frame = decode_data(message)
+            hashers[frame.file_id].update(frame.payload)  # an ordered channel: in order
+            channel.send(encode_control(Ack(cum=frame.seq + 1)))
+
+    channel.on("message", on_data)
+    channel.send(encode_control(Accept(window=64)))
+    while True:
+        frame = await frames.get()
+        if isinstance(frame, FileEnd):
+            digest = hashers[frame.id].hexdigest()
+            status = "verified" if digest == frame.sha256 else "mismatch"
+            channel.send(encode_control(FileResult(id=frame.id, status=status, sha256=digest)))
+        elif isinstance(frame, Done):
+            return
+
+
 async def main(args: argparse.Namespace) -> None:
     frames: asyncio.Queue[ControlFrame] = asyncio.Queue()
     ending = asyncio.Event()
     pc, channel = await connect(args, frames)
     channel.on("message", lambda m: ending.set() if isinstance(m, str) and json.loads(m).get("t") in ENDINGS else None)
     await act(args, channel, frames)
+    if args.act == "vanish":
+        await pc.close()
+        print("vanished", flush=True)
+        return  # the process ends: its signaling socket closes and the room says it left
     await ending.wait()
     await asyncio.sleep(1.0)  # let the peer close first
     await pc.close()
@@ -143,7 +180,7 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--role", choices=("sender", "receiver"), required=True)
-    parser.add_argument("--act", choices=("mute", "hello", "manifest", "corrupt"), default="mute")
+    parser.add_argument("--act", choices=("mute", "hello", "manifest", "corrupt", "vanish"), default="mute")
     parser.add_argument("--path", default="", help="the file name --act manifest offers")
     parser.add_argument("--signal", required=True)
     parser.add_argument("--code", required=True)
