@@ -4,7 +4,7 @@
 #   ./dev.sh demo   - a complete local transfer of a generated sample media directory
 #   ./dev.sh test   - lint, type-check and the whole test suite
 # Set-up is idempotent: the virtual environment is rebuilt only when
-# requirements.lock changes, and apt-get runs only for missing system packages.
+# requirements.lock or pyproject.toml changes, and apt-get runs only for missing system packages.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -34,18 +34,21 @@ install_system_packages() {
 }
 
 setup_venv() {
-    local stamp="$VENV/.lock-stamp"
-    if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && cmp -s requirements.lock "$stamp"; then
+    local stamp="$VENV/.lock-stamp" want
+    # The environment is what requirements.lock and pyproject.toml say: rebuilt when either changes.
+    want=$(cat requirements.lock pyproject.toml | sha256sum)
+    if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
         return 0
     fi
     "$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
         || { log "Python 3.11 is required"; exit 2; }
     log "creating virtual environment in $VENV"
-    "$PY" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q --upgrade pip
+    # --clear: a changed lock gets exactly the new set, nothing left from the old one.
+    "$PY" -m venv --clear "$VENV"
+    "$VENV/bin/python" -m pip install -q pip==26.3
     "$VENV/bin/python" -m pip install -q -r requirements.lock
     "$VENV/bin/python" -m pip install -q --no-deps -e .
-    cp requirements.lock "$stamp"
+    echo "$want" > "$stamp"
 }
 
 cmd=${1:-}
