@@ -25,6 +25,7 @@ from typing import Annotated, Any, Final, Literal, get_args
 import msgspec
 import yaml  # type: ignore[import-untyped]  # no types-PyYAML in requirements.lock
 
+from pipeline.signaling.codes import is_valid_code
 from pipeline.units import parse_size
 
 __all__ = [
@@ -94,6 +95,7 @@ class SignalConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     ) = None
     host: Annotated[str, msgspec.Meta(min_length=1)] = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    code: str | None = None  # the sender's room code; None: a new random one
 
 
 class IceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -137,6 +139,7 @@ class OutputConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     telemetry: str | None = None
     quiet: bool = False
     progress: ProgressMode = "auto"
+    verbose: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -171,6 +174,8 @@ _PATTERN_HINTS: Final[dict[str, str]] = {
     "signal.url": "must be a ws:// or wss:// URL of the signaling server",
 }
 _TYPE_WORDS: Final[dict[str, str]] = {
+    "`str | null`": "a string or null",
+    "`int | null`": "an integer or null",
     "`int`": "an integer",
     "`float`": "a number",
     "`str`": "a string",
@@ -250,6 +255,12 @@ def validate(cfg: Config, source: str = "<config>") -> Config:
     except msgspec.ValidationError as exc:
         field, problem = _describe(exc, config_to_dict(cfg))
         raise ConfigError(source, field, problem) from None
+
+    code = cfg.signal.code
+    if code is not None and not is_valid_code(code):
+        raise ConfigError(
+            source, "signal.code", f"not a room code (they look like 7-orbit-lantern-velvet), got {code!r}"
+        )
 
     for index, url in enumerate(cfg.ice.stun_servers):
         stun_problem = _stun_url_problem(url)

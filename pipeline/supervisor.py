@@ -73,8 +73,49 @@ class SessionResult:
     by_peer: bool
     diagnostics: dict[str, Any]
     counters: dict[str, int]
-    duration: float
+    duration: float  # the whole session: connecting, waiting for the peer and the user, transfer
     exitcodes: dict[str, int | None]
+    transfer: float = 0.0  # TransferClock: from the receiver's accept to the terminal outcome
+
+
+class TransferClock:
+    """When the transfer ran: from the receiver's accept to the terminal outcome.
+
+    The receiver's supervisor makes the accept decision itself, so its start is
+    exact.  The sender's supervisor is not told of the accept; it sees the
+    connection's progress reports (every ``TICK``, 0.25 s), and the first one with
+    a frame sent or a file verified comes within one tick after the accept.  Its
+    start is the report before that one, which still showed nothing: the transfer
+    time can come out up to a tick long, never short, so the rate is never
+    overstated.  The end is the ``Finished`` report, on both sides.
+    """
+
+    def __init__(self, now: float) -> None:
+        self.started: float | None = None
+        self.ended: float | None = None
+        self._idle_at = now  # the last moment known to be before the transfer
+
+    def accepted(self, now: float) -> None:
+        if self.started is None:
+            self.started = now
+
+    def progress(self, now: float, active: bool) -> None:
+        if self.started is not None:
+            return
+        if active:
+            self.started = self._idle_at
+        else:
+            self._idle_at = now
+
+    def finished(self, now: float) -> None:
+        if self.ended is None:
+            self.ended = now
+
+    def seconds(self, now: float) -> float:
+        """The transfer's duration; 0 if it never started (rejected, no route...)."""
+        if self.started is None:
+            return 0.0
+        return max(0.0, (self.ended if self.ended is not None else now) - self.started)
 
 
 class Supervisor:
@@ -108,11 +149,13 @@ class Supervisor:
         self._worker_args: dict[str, tuple[Any, ...]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._ctl: PipeEnd | None = None
+        self.clock = TransferClock(time.monotonic())
 
     # -- public -----------------------------------------------------------------------
 
     async def run(self) -> SessionResult:
         started = time.monotonic()
+        self.clock = TransferClock(started)
         loop = asyncio.get_running_loop()
         self._wire_pipes()
         ctl_parent, ctl_child = self.ctx.Pipe(duplex=True)
@@ -147,7 +190,10 @@ class Supervisor:
             diagnostics={},
             counters={},
         )
-        return SessionResult(f.outcome, f.code, f.message, f.by_peer, f.diagnostics, f.counters, time.monotonic() - started, exitcodes)
+        now = time.monotonic()
+        return SessionResult(
+            f.outcome, f.code, f.message, f.by_peer, f.diagnostics, f.counters, now - started, exitcodes, self.clock.seconds(now)
+        )
 
     def cancel(self, message: str) -> None:
         """SIGINT/SIGTERM: ask the connection process to cancel; a second one stops hard."""
@@ -253,9 +299,12 @@ class Supervisor:
         assert self._ctl is not None
         match msg:
             case control.Progress():
+                now = time.monotonic()
+                if self.params.role == "sender":
+                    self.clock.progress(now, active=msg.frames_sent > 0 or msg.files_done > 0)
                 self.reporter.progress(msg)
                 self.telemetry.record_progress(
-                    time.monotonic(),
+                    now,
                     msg.bytes_done,
                     msg.frames_sent,
                     msg.retransmitted,
@@ -275,6 +324,7 @@ class Supervisor:
                 task.add_done_callback(self._tasks.discard)
             case control.Finished():
                 self.finished = msg
+                self.clock.finished(time.monotonic())
                 self.telemetry.end_transfer(time.monotonic())
             case _:
                 log.warning("unexpected control message %r", msg)
@@ -287,6 +337,7 @@ class Supervisor:
         if not accept:
             control.send(self._ctl, control.Decision(accept=False, code=code, message=message))
             return
+        self.clock.accepted(time.monotonic())
         spec = self._start_receiver_workers(offer.chunk_size)
         control.send(self._ctl, control.Decision(accept=True, spec=spec))
 

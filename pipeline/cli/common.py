@@ -9,19 +9,22 @@ import os
 import platform
 import sys
 import time
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 
 import msgspec
 
 from pipeline import __version__, control
+from pipeline.cli.usage import usage_error
 from pipeline.config import Config, ConfigError, apply_overrides, load_config
 from pipeline.progress import ProgressView
-from pipeline.protocol.outcome import EXIT_USAGE, Outcome, exit_code
+from pipeline.protocol.outcome import Outcome, exit_code
 from pipeline.supervisor import SessionResult
 from pipeline.telemetry import ProcessSampler, TelemetryRecorder
 from pipeline.units import format_bytes, format_duration, format_rate
 
-# flag dest -> config key (every CLI option has a config key)
+# flag dest -> config key: every CLI option has a config key (tests/unit/test_cli_surface.py
+# walks both parsers), except these, which are about the command line itself.
+NOT_CONFIG: frozenset[str] = frozenset({"help", "version", "config"})
 COMMON_FLAGS: dict[str, str] = {
     "signal": "signal.url",
     "stun": "ice.stun_servers",
@@ -35,6 +38,7 @@ COMMON_FLAGS: dict[str, str] = {
     "connect_timeout": "ice.connect_timeout",
     "reconnect_timeout": "ice.reconnect_timeout",
     "progress_timeout": "ice.progress_timeout",
+    "verbose": "output.verbose",
 }
 
 
@@ -49,7 +53,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", metavar="FILE", help="write the final summary as JSON")
     parser.add_argument("--telemetry", metavar="FILE", help="write memory/throughput samples as JSON lines")
-    parser.add_argument("--quiet", action="store_true", default=None, help="print nothing but errors")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        default=None,
+        help="no progress or status lines (the sender's code and command, the offer and errors are still shown)",
+    )
     parser.add_argument("--progress", choices=["auto", "bar", "lines", "none"], help="progress display")
     parser.add_argument("--window", type=str, metavar="FRAMES", help="max unacknowledged DATA frames")
     parser.add_argument("--chunk-size", type=str, metavar="BYTES", help="DATA payload size, e.g. 64KiB")
@@ -62,13 +71,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds a working link may stay silent (data outstanding, or before the peer introduced itself)",
     )
-    parser.add_argument("--verbose", "-v", action="count", default=0, help="log more (repeatable)")
+    parser.add_argument("--verbose", "-v", action="count", default=None, help="log more (repeatable)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-
-
-def usage_error(prog: str, message: str) -> NoReturn:
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    raise SystemExit(EXIT_USAGE)
 
 
 def build_config(prog: str, args: argparse.Namespace, flags: dict[str, str]) -> Config:
@@ -110,7 +114,8 @@ def log_level(verbose: int) -> int:
 
 
 class ConsoleReporter:
-    """Status lines and the progress display, on stderr; silent with --quiet."""
+    """Status lines and the progress display, on stderr; silent with --quiet (what the
+    user must see to go on, the sender's code and the offer, is printed by the CLIs)."""
 
     def __init__(self, cfg: Config, total_bytes: int = 0, total_files: int = 0, label: str = "") -> None:
         self.quiet = cfg.output.quiet
@@ -169,6 +174,9 @@ def summarize(
 ) -> dict[str, Any]:
     outcome = Outcome(result.outcome)
     bytes_done = result.counters.get("bytes", 0)
+    # The rate is over the transfer alone (see Supervisor's TransferClock), not over
+    # the whole session with its wait for the receiver and for the user's answer.
+    transfer = result.transfer
     return {
         "role": role,
         "outcome": result.outcome,
@@ -181,7 +189,8 @@ def summarize(
         "bytes": total_bytes,
         "bytes_transferred": bytes_done,
         "duration_s": round(result.duration, 3),
-        "throughput_bytes_per_s": round(bytes_done / result.duration, 1) if result.duration > 0 else 0.0,
+        "transfer_s": round(transfer, 3),
+        "throughput_bytes_per_s": round(bytes_done / transfer, 1) if transfer > 0 else 0.0,
         "retransmitted_frames": result.counters.get("retransmitted_frames", 0),
         "duplicate_frames": result.counters.get("duplicate_frames", 0),
         "stalls": telemetry.get("stalls", []),
@@ -199,11 +208,11 @@ def summarize(
 def report_result(prog: str, cfg: Config, reporter: ConsoleReporter, summary: dict[str, Any]) -> int:
     code: int = summary["exit_code"]
     outcome = summary["outcome"]
-    duration = summary["duration_s"]
     if outcome == "completed":
         line = (
             f"completed: {summary['files_verified']} files, {format_bytes(summary['bytes'])} verified (SHA-256) in "
-            f"{format_duration(duration)} ({format_rate(summary['throughput_bytes_per_s'])})"
+            f"{format_duration(summary['transfer_s'])} ({format_rate(summary['throughput_bytes_per_s'])}; "
+            f"{format_duration(summary['duration_s'])} with connecting and waiting)"
         )
         reporter.finish("")
         if not cfg.output.quiet:

@@ -19,8 +19,8 @@ from pipeline.cli.common import (
     new_telemetry,
     report_result,
     summarize,
-    usage_error,
 )
+from pipeline.cli.usage import OneLineErrorParser, usage_error
 from pipeline.config import Config
 from pipeline.offer import OfferCheck, check_offer, describe_offer
 from pipeline.signaling.codes import is_valid_code, normalize_code
@@ -31,8 +31,8 @@ PROG = "pipeline-receive"
 FLAGS = {**COMMON_FLAGS, "out": "receive.out", "yes": "receive.yes", "on_exists": "receive.on_exists"}
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=PROG, description="Receive files sent with pipeline-send.")
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(prog=PROG, description="Receive files sent with pipeline-send.")
     parser.add_argument("code", help="the code the sender printed")
     parser.add_argument("--out", metavar="DIR", help="output directory (default: current directory)")
     parser.add_argument("--yes", "-y", action="store_true", default=None, help="accept the offer without asking")
@@ -40,7 +40,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     group.add_argument("--overwrite", dest="on_exists", action="store_const", const="overwrite", help="replace existing files")
     group.add_argument("--rename", dest="on_exists", action="store_const", const="rename", help="keep both: save as 'name (1).ext'")
     add_common_arguments(parser)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def _listing(paths: list[str], limit: int = 5) -> str:
@@ -53,11 +57,14 @@ class Decider:
         self.cfg = cfg
         self.out_dir = out_dir
         self.reporter = reporter
+        self.offered_bytes: int | None = None  # None: no offer arrived
 
     async def __call__(self, offer: control.Offer) -> tuple[bool, str, str, OfferCheck | None]:
         cfg = self.cfg
+        self.offered_bytes = offer.total_bytes
         check = check_offer(self.out_dir, offer.files)
-        if not cfg.output.quiet:
+        # --quiet hides the offer only when nobody is asked about it (--yes).
+        if not cfg.output.quiet or not cfg.receive.yes:
             print(describe_offer(offer.files, offer.total_bytes), file=sys.stderr, flush=True)
         if check.blocked:
             return False, "rejected", f"a file stands where a folder is needed in {self.out_dir}: {_listing(check.blocked)}", check
@@ -113,7 +120,7 @@ async def _ask(prompt: str) -> str:
         loop.remove_reader(fd)
 
 
-async def run(cfg: Config, args: argparse.Namespace, code: str, url: str, out_dir: str) -> int:
+async def run(cfg: Config, code: str, url: str, out_dir: str) -> int:
     reporter = ConsoleReporter(cfg, label="receiving")
     telemetry = new_telemetry(cfg)
     decider = Decider(cfg, out_dir, reporter)
@@ -124,16 +131,16 @@ async def run(cfg: Config, args: argparse.Namespace, code: str, url: str, out_di
             reporter=reporter,
             telemetry=telemetry,
             receiver=ReceiverPlan(out_dir=out_dir, on_exists=cfg.receive.on_exists, decide=decider),
-            log_level=log_level(args.verbose),
+            log_level=log_level(cfg.output.verbose),
         )
         result = await supervisor.run()
     finally:
         telemetry.stop()
     plan = supervisor.receiver
     assert plan is not None
-    total_bytes = 0
-    summary = summarize("receiver", result, telemetry.summary(), len(plan.relpaths), total_bytes)
+    summary = summarize("receiver", result, telemetry.summary(), len(plan.relpaths), 0)
     summary["bytes"] = summary["bytes_transferred"]
+    summary["offered_bytes"] = decider.offered_bytes
     summary["out_dir"] = out_dir
     return report_result(PROG, cfg, reporter, summary)
 
@@ -161,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         uvloop.install()
     except ImportError:
         pass
-    status = asyncio.run(run(cfg, args, code, url, out_dir))
+    status = asyncio.run(run(cfg, code, url, out_dir))
     if created and status != 0:
         with contextlib.suppress(OSError):
             os.rmdir(out_dir)  # we made it and it stayed empty

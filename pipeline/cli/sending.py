@@ -16,42 +16,56 @@ from pipeline.cli.common import (
     new_telemetry,
     report_result,
     summarize,
-    usage_error,
 )
+from pipeline.cli.usage import OneLineErrorParser, usage_error
 from pipeline.config import Config
-from pipeline.signaling.codes import is_valid_code, new_code, normalize_code
+from pipeline.signaling.codes import new_code, normalize_code
 from pipeline.signaling.server import SignalingServer
 from pipeline.sources import SourceError, Sources, collect_sources
 from pipeline.supervisor import Supervisor
 from pipeline.units import format_bytes
 
 PROG = "pipeline-send"
-FLAGS = {**COMMON_FLAGS, "signal_host": "signal.host", "signal_port": "signal.port"}
+FLAGS = {**COMMON_FLAGS, "code": "signal.code", "signal_host": "signal.host", "signal_port": "signal.port"}
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=PROG, description="Send files and directories directly to a peer over WebRTC.")
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(prog=PROG, description="Send files and directories directly to a peer over WebRTC.")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="files and directories to send")
     parser.add_argument("--code", help="room code to use (default: a new random code)")
     parser.add_argument("--signal-host", metavar="ADDR", help="bind address of the embedded signaling server")
     parser.add_argument("--signal-port", metavar="PORT", help="port of the embedded signaling server (0: any)")
     add_common_arguments(parser)
-    return parser.parse_args(argv)
+    return parser
 
 
-async def run(cfg: Config, args: argparse.Namespace, sources: Sources, code: str) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def receive_commands(code: str, urls: list[str]) -> str:
+    """What to run on the receiving side; printed whatever --quiet says, since nobody
+    could learn a random code otherwise."""
+    if len(urls) == 1:
+        return f"On the receiving side run:\n  pipeline-receive {code} --signal {urls[0]}"
+    lines = [f"  pipeline-receive {code} --signal {url}" for url in urls]
+    return "\n".join(["On the receiving side run one of these (the address the other machine reaches):", *lines])
+
+
+async def run(cfg: Config, sources: Sources, code: str) -> int:
     server: SignalingServer | None = None
     url = cfg.signal.url
+    peer_urls = [url] if url is not None else []
     if url is None:
         server = SignalingServer(host=cfg.signal.host, port=cfg.signal.port)
         await server.start()
         url = server.url
+        peer_urls = server.reachable_urls
     reporter = ConsoleReporter(cfg, sources.total_bytes, len(sources.entries), label="sending")
     telemetry = new_telemetry(cfg)
     try:
-        if not cfg.output.quiet:
-            print(f"Sending {len(sources.entries)} files ({format_bytes(sources.total_bytes)}) with code {code}", flush=True)
-            print(f"On the receiving side run:\n  pipeline-receive {code} --signal {url}", flush=True)
+        print(f"Sending {len(sources.entries)} files ({format_bytes(sources.total_bytes)}) with code {code}", flush=True)
+        print(receive_commands(code, peer_urls), flush=True)
         for path in sources.skipped:
             reporter.say(f"skipped (symbolic link or special file): {path}")
         supervisor = Supervisor(
@@ -60,7 +74,7 @@ async def run(cfg: Config, args: argparse.Namespace, sources: Sources, code: str
             reporter=reporter,
             telemetry=telemetry,
             sender_files=sources.files,
-            log_level=log_level(args.verbose),
+            log_level=log_level(cfg.output.verbose),
         )
         result = await supervisor.run()
     finally:
@@ -75,10 +89,8 @@ async def run(cfg: Config, args: argparse.Namespace, sources: Sources, code: str
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    cfg = build_config(PROG, args, FLAGS)
-    code = normalize_code(args.code) if args.code else new_code()
-    if not is_valid_code(code):
-        usage_error(PROG, f"--code {args.code!r}: a code looks like 7-orbit-lantern-velvet")
+    cfg = build_config(PROG, args, FLAGS)  # checks signal.code (--code)
+    code = normalize_code(cfg.signal.code) if cfg.signal.code is not None else new_code()
     try:
         sources = collect_sources(args.paths)
     except SourceError as exc:
@@ -89,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         uvloop.install()
     except ImportError:
         pass
-    sys.exit(asyncio.run(run(cfg, args, sources, code)))
+    sys.exit(asyncio.run(run(cfg, sources, code)))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
+from pipeline.cli.usage import OneLineErrorParser
 from pipeline.signaling.server import SignalingServer
 
 
@@ -33,9 +34,7 @@ def _seconds(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pipeline-signal", description="Run the WebRTC signaling server."
-    )
+    parser = OneLineErrorParser(prog="pipeline-signal", description="Run the WebRTC signaling server.")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=_port, default=8787, help="port; 0 picks a free one")
     parser.add_argument(

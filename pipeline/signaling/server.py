@@ -41,12 +41,14 @@ import itertools
 import logging
 import time
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Literal
 
 import msgspec
+import psutil  # type: ignore[import-untyped]  # no types-psutil in requirements.lock
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from . import MAX_MESSAGE_BYTES, Error, ErrorCode, Join, Joined, Peer, Role, other_role
@@ -152,6 +154,45 @@ def _address_key(remote: str | None) -> str:
     return str(ip)
 
 
+def reachable_hosts(bind_host: str, addresses: Iterable[str]) -> list[str]:
+    """The hosts another machine can put in the URL of a server bound to ``bind_host``.
+
+    A specific address (or name) is its own answer.  A wildcard (``0.0.0.0``,
+    ``::``) is no address at all: a URL naming it works, if anywhere, only on this
+    machine.  It becomes each of ``addresses`` (this machine's interface addresses)
+    that the socket listens on and another machine can reach: the wildcard's family
+    (asyncio binds ``::`` with IPV6_V6ONLY), not loopback, not link-local (an IPv6
+    one needs a ``%zone`` that differs on the other machine).  With none left, the
+    loopback address of the family.
+    """
+    try:
+        bound = ipaddress.ip_address(bind_host)
+    except ValueError:
+        return [bind_host]
+    if not bound.is_unspecified:
+        return [bind_host]
+    hosts: list[str] = []
+    for text in addresses:
+        try:
+            ip = ipaddress.ip_address(text.split("%", 1)[0])
+        except ValueError:
+            continue
+        if ip.version != bound.version or ip.is_loopback or ip.is_link_local or ip.is_unspecified:
+            continue
+        if str(ip) not in hosts:
+            hosts.append(str(ip))
+    return hosts or ["127.0.0.1" if bound.version == 4 else "::1"]
+
+
+def ws_url(host: str, port: int) -> str:
+    """``ws://HOST:PORT/ws``, an IPv6 address in brackets."""
+    return f"ws://[{host}]:{port}/ws" if ":" in host else f"ws://{host}:{port}/ws"
+
+
+def _interface_addresses() -> list[str]:
+    return [str(a.address) for addrs in psutil.net_if_addrs().values() for a in addrs]
+
+
 class SignalingServer:
     """The Appendix C server; embeddable (``async with``) or run by ``pipeline-signal``."""
 
@@ -243,11 +284,18 @@ class SignalingServer:
 
     @property
     def url(self) -> str:
-        """``ws://HOST:PORT/ws`` with the port actually bound."""
+        """``ws://HOST:PORT/ws`` with the address and the port actually bound."""
         if self._runner is None:
             raise RuntimeError("server not started")
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"ws://{host}:{self._port}/ws"
+        return ws_url(self._host, self._port)
+
+    @property
+    def reachable_urls(self) -> list[str]:
+        """The URLs to give a peer on another machine (:func:`reachable_hosts`):
+        :attr:`url`, or for a wildcard bind one per address of this machine."""
+        if self._runner is None:
+            raise RuntimeError("server not started")
+        return [ws_url(host, self._port) for host in reachable_hosts(self._host, _interface_addresses())]
 
     @property
     def stats(self) -> dict[str, int]:

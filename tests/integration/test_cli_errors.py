@@ -154,6 +154,32 @@ def test_receiver_on_a_terminal_asks_and_does_what_it_is_told(
         assert not out.exists(), snapshot(out)
 
 
+def test_a_quiet_receiver_still_shows_the_offer_before_it_asks(tmp_path: Path, launcher: Launcher) -> None:
+    """--quiet silences progress, not the question: nobody can answer "Accept?"
+    about an offer they have not seen."""
+    write_random(tmp_path / "src" / "report.pdf", 300 * KiB)
+    out = tmp_path / "out"
+    master, slave = os.openpty()
+    try:
+        sender, receiver = start_pair(
+            launcher, [tmp_path / "src"], out, receiver_extra=("--quiet",), receiver_stdin=slave
+        )
+        os.close(slave)
+        slave = -1
+        receiver.wait_for_output(r"Accept\? \[y/N\] ", PROGRESS_DEADLINE, stream="stdout")
+        shown = receiver.stderr()
+        os.write(master, b"n\n")
+        sent, received = finish(sender, receiver)
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+
+    assert "Offered: 1 files, 300.0 KiB\n  src/  (1 files)\n" in shown, shown
+    assert (received.returncode, sent.returncode) == (EXIT_REJECTED, EXIT_REJECTED), logs(sent, received)
+    assert "connecting" not in received.stderr, received.stderr  # status lines stay quiet
+
+
 # -- a file that already exists --------------------------------------------------------------
 
 
@@ -337,6 +363,8 @@ def test_a_missing_path_is_a_usage_error(tmp_path: Path, launcher: Launcher) -> 
         pytest.param(["orbit lantern", "--signal", "ws://127.0.0.1:9/ws"], r"not a transfer code", id="malformed-code"),
         pytest.param(["7-orbit-lantern-velvet"], r"--signal", id="no-signal-url"),
         pytest.param(["7-orbit-lantern-velvet", "--signal", "http://x/ws"], r"signal\.url", id="not-a-ws-url"),
+        pytest.param(["--signal", "ws://127.0.0.1:9/ws"], r"^pipeline-receive: error: .*required: code", id="no-code"),
+        pytest.param(["7-orbit-lantern-velvet", "--bogus"], r"unrecognized arguments: --bogus", id="unknown-option"),
     ],
 )
 def test_receiver_usage_errors(tmp_path: Path, launcher: Launcher, args: list[str], expected: str) -> None:
@@ -347,6 +375,24 @@ def test_receiver_usage_errors(tmp_path: Path, launcher: Launcher, args: list[st
     assert re.search(expected, finished.stderr), finished.stderr
     assert len(finished.stderr.strip().splitlines()) == 1, finished.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        pytest.param([], r"^pipeline-send: error: the following arguments are required: PATH", id="no-path"),
+        pytest.param(["a.txt", "--code", "orbit"], r"^pipeline-send: error: --code: signal\.code: not a room code", id="bad-code"),
+        pytest.param(["a.txt", "--window"], r"^pipeline-send: error: argument --window: expected one argument", id="no-value"),
+    ],
+)
+def test_sender_usage_errors(tmp_path: Path, launcher: Launcher, args: list[str], expected: str) -> None:
+    (tmp_path / "a.txt").write_text("hello")
+    finished = run_cli(launcher, "sender", SEND, [str(tmp_path / a) if a == "a.txt" else a for a in args])
+
+    assert finished.returncode == EXIT_USAGE, logs(finished)
+    assert len(finished.stderr.strip().splitlines()) == 1, finished.stderr
+    assert re.search(expected, finished.stderr), finished.stderr
+    assert finished.stdout == ""  # no session, no code printed
 
 
 # -- nobody on the other side ----------------------------------------------------------------------

@@ -16,6 +16,8 @@ takes seconds; everything else is a few MiB.
 from __future__ import annotations
 
 import os
+import re
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +25,9 @@ import pytest
 
 from pipeline.connection.sctp_flight import cap_for_rtt
 from pipeline.mediagen import generate_media_tree, tree_digest
-from tests.cli_harness import Finished, Launcher, Proc, start_pair
+from pipeline.signaling.codes import is_valid_code
+from pipeline.units import format_rate
+from tests.cli_harness import Finished, Launcher, Proc, free_port, receiver_args, start_pair
 
 if TYPE_CHECKING:
     from tests.integration.conftest import SignalServer
@@ -63,6 +67,41 @@ def assert_completed(sent: Finished, received: Finished, files: int, total_bytes
     assert f"completed: {files} files" in sent.stdout, logs
 
 
+# The processes of each side's tree, as the summary's memory figures name them.
+ROLES = {"sender": {"supervisor", "connection", "reader", "hasher"}, "receiver": {"supervisor", "connection", "writer", "hasher"}}
+
+
+def assert_summary_schema(summary: dict[str, Any], role: str, files: int, total_bytes: int) -> None:
+    """The ``--json`` summary of a completed session holds every figure the README
+    promises, each plausible: this is what a script reading it relies on."""
+    assert summary["role"] == role
+    assert (summary["outcome"], summary["exit_code"], summary["error_code"]) == ("completed", 0, None), summary
+    assert (summary["files"], summary["files_verified"]) == (files, files), summary
+    assert summary["bytes"] == summary["bytes_transferred"] == total_bytes, summary
+    if role == "receiver":
+        assert summary["offered_bytes"] == total_bytes, summary
+    # The rate is over the transfer alone, which is part of the session.
+    duration, transfer = summary["duration_s"], summary["transfer_s"]
+    assert 0 < transfer <= duration, (transfer, duration)
+    assert summary["throughput_bytes_per_s"] == pytest.approx(total_bytes / transfer, rel=0.01), summary
+    assert summary["throughput_bytes_per_s"] > 0
+    assert isinstance(summary["stalls"], list) and summary["stall_count"] == len(summary["stalls"]), summary
+    for counter in ("retransmitted_frames", "duplicate_frames"):
+        assert isinstance(summary[counter], int) and summary[counter] >= 0, summary
+    memory = summary["memory"]
+    assert set(memory["processes"]) == ROLES[role], memory
+    assert all(p["peak_pss"] > 0 for p in memory["processes"].values()), memory
+    assert memory["peak_sum_pss"] > 0, memory
+    connection = summary["connection"]
+    pair = connection["selected_pair"]
+    assert pair["local"]["address"] and pair["remote"]["address"], pair
+    assert isinstance(pair["rtt_ms"], int | float) and pair["rtt_ms"] >= 0, pair
+    # The connection process ran on uvloop (a third faster, aiortc-facts.md), and by
+    # default no ICE server is configured: host candidates only, no outside address.
+    assert connection["event_loop"] == "uvloop", connection
+    assert connection["ice_servers"] == [], connection
+
+
 def assert_no_partials(out: Path) -> None:
     leftovers = [p for p in out.rglob("*") if p.name.endswith(".part")]
     assert not leftovers, f"partial files left in {out}: {leftovers}"
@@ -91,12 +130,19 @@ def test_media_tree_through_a_standalone_signaling_server(
     out = tmp_path / "out"
 
     sender, receiver = start_pair(launcher, [source], out, url=signal_server.url)
-    # The receiver shows what is offered before anything moves (C.4); a manifest
-    # this size (> 16 KiB) must get there too.
+    # The receiver shows what is offered before anything moves (C.4), count, size
+    # and top-level names; a manifest this size (> 16 KiB) must get there too.
     receiver.wait_for_output(r"Offered: 301 files", OFFER_DEADLINE)
     sent, received = finish(sender, receiver, TRANSFER_DEADLINE)
 
+    assert "\n  media/  (301 files)\n" in received.stderr, received.stderr
     assert_completed(sent, received, files=301, total_bytes=total)
+    assert sent.summary is not None and received.summary is not None
+    assert_summary_schema(sent.summary, "sender", files=301, total_bytes=total)
+    assert_summary_schema(received.summary, "receiver", files=301, total_bytes=total)
+    rate = re.search(r"completed: 301 files, .* in [\d:]+ \(([\d.]+ [kMG]?B/s); ", received.stdout)
+    assert rate is not None, received.stdout
+    assert rate.group(1) == format_rate(received.summary["throughput_bytes_per_s"])  # the transfer's rate
     assert os.listdir(out) == ["media"]
     assert tree_digest(out / "media") == sent_tree
     assert_no_partials(out)
@@ -230,3 +276,43 @@ def test_a_single_empty_file(tmp_path: Path, launcher: Launcher) -> None:
     assert_completed(sent, received, files=1, total_bytes=0)
     assert os.listdir(out) == ["empty.dat"]
     assert (out / "empty.dat").stat().st_size == 0
+
+
+# -- --quiet --------------------------------------------------------------------------------
+
+ROOM_RETRIES = 10
+
+
+def receive_when_the_room_is_open(launcher: Launcher, args: list[str]) -> Finished:
+    """Run the receiver until it finds the sender's room: a quiet sender does not say
+    when it has joined, and its code is printed before that."""
+    for attempt in range(ROOM_RETRIES):
+        finished = launcher.start(f"receiver{attempt}", "pipeline.cli.receive", args).wait(SMALL_DEADLINE)
+        if "no sender is waiting under code" not in finished.stderr:
+            return finished
+        time.sleep(0.5)
+    raise AssertionError(f"the sender's room never opened:\n{finished.stderr}")
+
+
+def test_quiet_still_prints_the_random_code_and_the_command(tmp_path: Path, launcher: Launcher) -> None:
+    """--quiet silences progress; the code (random here) and the command to run are
+    the sender's result, and without them nobody could receive."""
+    source = tmp_path / "src" / "docs"
+    generate_media_tree(source, seed=17, small_files=5, large_files=1, large_size=1 * MiB, unicode=False)
+    sent_tree = tree_digest(source)
+    out = tmp_path / "out"
+
+    sender = launcher.start("sender", "pipeline.cli.send", [str(source), "--quiet", "--signal-port", str(free_port())])
+    command = sender.wait_for_output(r"\n  pipeline-receive (\S+) --signal (ws://\S+)\n", 30, stream="stdout")
+    code, url = command.groups()
+    assert is_valid_code(code), code
+    assert re.search(rf"^Sending 6 files \(.*\) with code {re.escape(code)}$", sender.stdout(), re.M), sender.stdout()
+    received = receive_when_the_room_is_open(launcher, receiver_args(code, url, out, "--yes", "--quiet"))
+    sent = sender.wait(SENDER_AFTER_RECEIVER)
+
+    assert (sent.returncode, received.returncode) == (0, 0), f"{sender.text()}\n{received.stderr}"
+    assert tree_digest(out / "docs") == sent_tree
+    # Nothing but the result: no progress, no status, no offer (--yes), no "completed".
+    assert received.stdout == "" and received.stderr == "", received
+    assert sent.stderr == "", sent.stderr
+    assert sent.stdout.splitlines()[1:] == ["On the receiving side run:", f"  pipeline-receive {code} --signal {url}"]

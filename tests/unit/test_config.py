@@ -165,6 +165,24 @@ def test_signal_url_must_be_websocket(tmp_path: Path) -> None:
     assert cfg.signal.url == "wss://signal.example:8443/x"
 
 
+def test_signal_code_is_checked_like_the_code_flag(tmp_path: Path) -> None:
+    assert Config().signal.code is None  # a new random code each time
+    cfg = load_config(write(tmp_path, "signal:\n  code: 12-Amber-Quartz-River\n"))
+    assert cfg.signal.code == "12-Amber-Quartz-River"  # the sender normalizes it
+    assert load_error(tmp_path, "signal:\n  code: amber quartz\n") == (
+        "signal.code: not a room code (they look like 7-orbit-lantern-velvet), got 'amber quartz'"
+    )
+    assert load_error(tmp_path, "signal:\n  code: 7\n") == "signal.code: expected a string or null, got 7"
+    with pytest.raises(ConfigError, match=r"^--code: signal\.code: not a room code"):
+        apply_overrides(Config(), {"signal.code": "x"}, flags={"signal.code": "--code"})
+
+
+def test_output_verbose_is_a_count(tmp_path: Path) -> None:
+    assert Config().output.verbose == 0
+    assert load_config(write(tmp_path, "output:\n  verbose: 2\n")).output.verbose == 2
+    assert load_error(tmp_path, "output:\n  verbose: -1\n") == "output.verbose: expected an integer >= 0, got -1"
+
+
 def test_enum_error_lists_the_choices(tmp_path: Path) -> None:
     assert load_error(tmp_path, "receive:\n  on_exists: replace\n") == (
         "receive.on_exists: must be one of fail, overwrite, rename, got 'replace'"

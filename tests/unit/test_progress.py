@@ -1,4 +1,5 @@
-"""Progress display (driven with explicit `now`) and the unit formatters it uses."""
+"""Progress display (driven with explicit `now`), the final summary's transfer time and
+rate, and the unit formatters they use."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline.cli.common import ConsoleReporter, report_result, summarize
+from pipeline.config import Config
 from pipeline.progress import ProgressView
+from pipeline.supervisor import SessionResult, TransferClock
 from pipeline.units import format_bytes, format_duration, format_rate
 
 MiB = 1024 * 1024
@@ -135,6 +139,67 @@ def test_ascii_bar_when_stream_cannot_encode_blocks() -> None:
     view.update(0.0, 50, 0)  # would raise UnicodeEncodeError with block characters
     ascii_out.flush()
     assert re.search(r"\[#{10}\.{10}\]", ascii_out.buffer.getvalue().decode())
+
+
+# -- the transfer's time and rate in the summary ---------------------------------------
+
+
+def test_the_receivers_transfer_runs_from_its_accept_to_the_outcome() -> None:
+    clock = TransferClock(now=0.0)
+    clock.accepted(25.0)  # the user took 25 s to answer
+    clock.finished(29.0)
+    clock.finished(31.0)  # a second report changes nothing
+    assert clock.seconds(now=40.0) == 4.0
+
+
+def test_the_senders_transfer_starts_at_the_last_idle_progress_report() -> None:
+    clock = TransferClock(now=0.0)
+    for now in (0.25, 0.5, 12.0):  # waiting for the receiver and its user
+        clock.progress(now, active=False)
+    clock.progress(12.25, active=True)  # the accept came in between
+    clock.progress(13.0, active=True)
+    clock.progress(13.5, active=False)  # nothing new in flight: still the same transfer
+    clock.finished(14.0)
+    assert clock.seconds(now=15.0) == 2.0
+
+
+def test_a_transfer_that_never_started_takes_no_time() -> None:
+    clock = TransferClock(now=0.0)
+    clock.progress(1.0, active=False)
+    clock.finished(2.0)
+    assert clock.seconds(now=3.0) == 0.0
+    running = TransferClock(now=5.0)
+    running.progress(5.1, active=True)  # active from the first report: since the start
+    assert running.seconds(now=7.0) == 2.0  # not finished yet: until now
+
+
+def session(duration: float, transfer: float, bytes_done: int) -> SessionResult:
+    return SessionResult(
+        outcome="completed",
+        code=None,
+        message="",
+        by_peer=False,
+        diagnostics={},
+        counters={"bytes": bytes_done, "files_verified": 3},
+        duration=duration,
+        exitcodes={},
+        transfer=transfer,
+    )
+
+
+def test_summary_rate_is_over_the_transfer_not_the_session(capsys: pytest.CaptureFixture[str]) -> None:
+    summary = summarize("sender", session(duration=10.0, transfer=2.0, bytes_done=4_000_000), {}, 3, 4_000_000)
+    assert (summary["duration_s"], summary["transfer_s"]) == (10.0, 2.0)
+    assert summary["throughput_bytes_per_s"] == 2_000_000.0
+
+    assert report_result("pipeline-send", Config(), ConsoleReporter(Config()), summary) == 0
+    line = capsys.readouterr().out.strip()
+    assert line == "completed: 3 files, 3.8 MiB verified (SHA-256) in 0:02 (2.0 MB/s; 0:10 with connecting and waiting)"
+
+
+def test_no_transfer_time_gives_no_rate() -> None:
+    summary = summarize("sender", session(duration=5.0, transfer=0.0, bytes_done=0), {}, 1, 10)
+    assert (summary["transfer_s"], summary["throughput_bytes_per_s"]) == (0.0, 0.0)
 
 
 # -- units ---------------------------------------------------------------------------
