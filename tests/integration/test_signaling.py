@@ -579,12 +579,19 @@ def test_console_entry_serves_and_stops_cleanly(stop_signal: signal.Signals) -> 
 
 
 @pytest.mark.parametrize(
-    "argv", [["--port", "http"], ["--port", "70000"], ["--room-ttl", "0"], ["--bogus"]]
+    ("argv", "says"),
+    [
+        (["--port", "http"], "argument --port: not a port number: 'http'"),
+        (["--port", "70000"], "argument --port: port out of range: 70000"),
+        (["--room-ttl", "0"], "argument --room-ttl: must be a positive number of seconds: 0"),
+        (["--room-ttl", "soon"], "argument --room-ttl: not a number of seconds: 'soon'"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
 )
-def test_console_entry_usage_errors_exit_2(
-    argv: list[str], capsys: pytest.CaptureFixture[str]
+def test_console_entry_usage_errors_are_one_line_exit_2(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exited:
         signal_server.main(argv)
     assert exited.value.code == 2
-    assert "usage: pipeline-signal" in capsys.readouterr().err
+    assert capsys.readouterr().err.splitlines() == [f"pipeline-signal: error: {says} (see pipeline-signal --help)"]

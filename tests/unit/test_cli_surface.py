@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 import pytest
 
-from pipeline.cli import receiving, sending, signal_server
+from pipeline.cli import receiving, sending
 from pipeline.cli.common import NOT_CONFIG, build_config, log_level
 from pipeline.config import Config, config_to_dict
 from pipeline.signaling.server import SignalingServer, reachable_hosts, ws_url
@@ -115,15 +115,6 @@ def test_usage_errors_are_one_line_and_exit_2(
     prog = "pipeline-send" if parse is sending.parse_args else "pipeline-receive"
     assert lines[0].startswith(f"{prog}: error: {expected}"), lines[0]
     assert lines[0].endswith(f"(see {prog} --help)"), lines[0]
-
-
-@pytest.mark.parametrize("argv", [["--port", "99999"], ["--bogus"], ["--room-ttl", "-1"]])
-def test_the_signaling_servers_usage_errors_are_one_line_too(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
-    with pytest.raises(SystemExit) as info:
-        signal_server._parser().parse_args(argv)
-    assert info.value.code == 2
-    lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("pipeline-signal: error: "), lines
 
 
 @pytest.mark.parametrize(("cli", "positional"), CLIS)
