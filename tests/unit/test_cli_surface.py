@@ -16,23 +16,14 @@ import pytest
 
 from pipeline.cli import receiving, sending
 from pipeline.cli.common import NOT_CONFIG, build_config, log_level
-from pipeline.config import Config, config_to_dict
+from pipeline.config import Config
 from pipeline.signaling.server import SignalingServer, reachable_hosts, ws_url
+from tests.unit.test_config import _struct_keys
 
 CLIS = [
     pytest.param(sending, ["a.txt"], id="pipeline-send"),
     pytest.param(receiving, ["7-orbit-lantern-velvet"], id="pipeline-receive"),
 ]
-
-
-def config_keys(data: dict[str, Any], prefix: str = "") -> set[str]:
-    keys: set[str] = set()
-    for name, value in data.items():
-        if isinstance(value, dict):
-            keys |= config_keys(value, f"{prefix}{name}.")
-        else:
-            keys.add(prefix + name)
-    return keys
 
 
 def options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
@@ -46,7 +37,7 @@ def options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 @pytest.mark.parametrize(("cli", "positional"), CLIS)
 def test_every_option_maps_to_a_config_key(cli: Any, positional: list[str]) -> None:
     parser = cli.build_parser()
-    keys = config_keys(config_to_dict(Config()))
+    keys = _struct_keys(Config())
     unmapped = [a.option_strings[0] for a in options(parser) if a.dest not in cli.FLAGS]
     assert unmapped == [], f"{cli.PROG}: options without a config key in FLAGS: {unmapped}"
     wrong = {dest: key for dest, key in cli.FLAGS.items() if key not in keys}
