@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from pipeline import control
-from pipeline.connection import sctp_flight
+from pipeline.connection import sctp_flight, sctp_path
 from pipeline.connection.dataplane import DataPlane, read_pipe
 from pipeline.connection.peer import (
     LOCAL_MAX_MESSAGE_SIZE,
@@ -410,7 +410,9 @@ class ConnectionProcess:
         """Bound aiortc's SCTP flight on this connection (see sctp_flight)."""
         rtt_ms = (facts.get("selected_pair") or {}).get("rtt_ms")
         cap = sctp_flight.resolve(self.params.flight_cap, None if rtt_ms is None else rtt_ms / 1000.0)
-        return sctp_flight.set_cap(link.pc, cap)
+        if link.pc.sctp is not None:
+            sctp_path.enable(link.pc.sctp)  # RTT, RTO floor, loss response (docs/performance.md)
+        return sctp_flight.set_cap(link.pc, cap, follow=self.params.flight_cap == "auto")
 
     def _mute_peer(self, now: float) -> bool:
         """The handshake watchdog: the channel is open (so the link works: ICE consent

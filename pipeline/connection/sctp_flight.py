@@ -16,7 +16,9 @@ machine, so the cap never holds a path below what it could carry: at 40 ms it is
 5 MB, more than aiortc ever has in flight; on a LAN or the same host (RTT of a
 millisecond or less) it is ``MIN_CAP``, 256 KiB. The RTT is the ICE consent
 check's (``ice_probe.measure_rtt``), taken right after connecting, before data
-queues up behind it. Without an RTT no cap is set.
+queues up behind it. Without an RTT no cap is set. With ``follow`` (the ``auto``
+setting) the cap then follows the path RTT that ``sctp_path`` keeps from SCTP's own
+samples for the whole transfer (a windowed minimum, so our own queue cannot raise it).
 
 Only ``_cwnd`` is lowered, after aiortc's own SACK handling ran: loss recovery,
 slow start and retransmission are aiortc's, unchanged. The wrapper is installed
@@ -35,11 +37,14 @@ from typing import Any, Final
 from aiortc import RTCPeerConnection
 from aiortc.rtcsctptransport import RTCSctpTransport
 
+from pipeline.connection import sctp_path
+
 log = logging.getLogger(__name__)
 
 MIN_CAP: Final = 256 * 1024
 RATE_ALLOWANCE: Final = 64_000_000  # bytes/s
 _CAP_ATTRIBUTE: Final = "_pxfer_flight_cap"
+_FOLLOW_ATTRIBUTE: Final = "_pxfer_flight_follow"
 _installed = False
 
 
@@ -84,6 +89,10 @@ def install() -> bool:
 
     async def receive_sack_chunk(self: Any, chunk: Any) -> None:
         await original(self, chunk)
+        if getattr(self, _FOLLOW_ATTRIBUTE, False):
+            path = sctp_path.state_of(self)
+            if path is not None and path.rtt is not None:
+                setattr(self, _CAP_ATTRIBUTE, cap_for_rtt(path.rtt))
         cap = getattr(self, _CAP_ATTRIBUTE, None)
         if cap is not None and self._cwnd > cap:
             self._cwnd = cap
@@ -93,12 +102,20 @@ def install() -> bool:
     return True
 
 
-def set_cap(pc: RTCPeerConnection, cap: int | None) -> int | None:
+def set_cap(pc: RTCPeerConnection, cap: int | None, *, follow: bool = False) -> int | None:
     """Cap ``pc``'s SCTP flight at ``cap`` bytes (None: no cap); returns what was set."""
     sctp = pc.sctp
-    if sctp is None or not install():
+    return None if sctp is None else cap_transport(sctp, cap, follow=follow)
+
+
+def cap_transport(sctp: RTCSctpTransport, cap: int | None, *, follow: bool = False) -> int | None:
+    """:func:`set_cap` for one SCTP transport. With ``follow`` the cap is recomputed
+    after every SACK from the path RTT ``sctp_path`` tracks (it must be enabled on
+    ``sctp``), so a path whose RTT rises mid-transfer is not held to its old cap."""
+    if not install():
         return None
     setattr(sctp, _CAP_ATTRIBUTE, cap)
+    setattr(sctp, _FOLLOW_ATTRIBUTE, follow)
     if cap is not None and getattr(sctp, "_cwnd", 0) > cap:
         sctp._cwnd = cap
     return cap
