@@ -80,7 +80,8 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition("loss1", "1 % loss", 32 * MiB, 64 * MiB, loss=0.01),
     Condition("loss5", "5 % loss", 32 * MiB, 64 * MiB, loss=0.05),
     Condition("rate8", "8 Mbit/s cap", 4 * MiB, 16 * MiB, rate="8mbit"),
-    Condition("rtt40+loss1", "40 ms RTT + 1 % loss", 4 * MiB, 12 * MiB, delay_ms=20, loss=0.01),
+    Condition("40ms+1%", "40 ms RTT + 1 % loss", 8 * MiB, 24 * MiB, delay_ms=20, loss=0.01),
+    Condition("100ms+2%", "100 ms RTT + 2 % loss", 4 * MiB, 12 * MiB, delay_ms=50, loss=0.02),
 )
 REPEAT = {True: 1, False: 2}  # runs of each side per condition (quick, full), order A B A B
 
@@ -266,6 +267,53 @@ def run_raw(bench: Bench, lab: NetLab, label: str, size: int, run_dir: Path) -> 
     return result
 
 
+def run_chromium(bench: Bench, lab: NetLab, label: str, size: int, run_dir: Path) -> dict[str, Any]:
+    """Headless Chromium ↔ Chromium (bench/lab_chromium_peer.py), sender in peer-a, receiver
+    in peer-b, same message size and backpressure; never raises for a failed run."""
+    log(f"{label}: chromium ↔ chromium, {fmt_size(size)}")
+    d = bench.defaults
+    timeout = _timeout(size)
+    exchange = run_dir / "exchange"
+    exchange.mkdir(parents=True)
+    common = [
+        "--exchange", str(exchange), "--bytes", str(size), "--stun", lab.stun_url,
+        "--message-size", str(d.transfer.chunk_size),
+        "--buffered-high", str(d.channel.buffered_high), "--buffered-low", str(d.channel.buffered_low),
+        "--timeout", str(timeout),
+    ]  # fmt: skip
+    procs: dict[str, subprocess.Popen[Any]] = {}
+    started = time.monotonic()
+    try:
+        for role, ns in (("send", "peer-a"), ("receive", "peer-b")):
+            argv = [sys.executable, "-m", "bench.lab_chromium_peer", "--role", role, *common]
+            with open(run_dir / f"{role}.out", "w") as out, open(run_dir / f"{role}.err", "w") as err:
+                procs[role] = lab.run(ns, argv, stdout=out, stderr=err, env=_env(), cwd=ROOT)
+        for proc in procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(0.1, started + timeout + 20 - time.monotonic()))
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    sent, received = _last_json(run_dir / "send.out") or {}, _last_json(run_dir / "receive.out") or {}
+    problems = [
+        f"{role}: {report.get('error') or 'no report'}"
+        for role, report in (("send", sent), ("receive", received))
+        if report.get("outcome") != "completed"
+    ]
+    result = {
+        "ok": not problems,
+        "error": "; ".join(problems) or None,
+        "bytes": size,
+        "wall_s": round(time.monotonic() - started, 3),
+        "run_dir": run_dir.name,
+        "bytes_per_s": received.get("first_to_last_bytes_per_s"),
+    }
+    log(f"  -> {fmt_rate(result['bytes_per_s'])} first → last byte" if result["ok"] else f"  -> FAILED: {result['error']}")
+    return result
+
+
 # -- the scenario ------------------------------------------------------------------------
 
 
@@ -305,12 +353,14 @@ def run(bench: Bench) -> dict[str, Any]:
             log(f"--- {condition.label} ({fmt_size(size)})")
             raw_runs: list[dict[str, Any]] = []
             pipeline_runs: list[dict[str, Any]] = []
+            chromium_runs: list[dict[str, Any]] = []
             with bench.one_file(size) as path:
                 for i in range(repeat):
                     label = f"impairment-{condition.name}" + (f"-{i + 1}" if repeat > 1 else "")
                     raw_runs.append(run_raw(bench, lab, label, size, next_dir("raw", condition)))
                     pipeline_runs.append(run_pipeline(bench, lab_pair, label, path, size, next_dir("pipeline", condition)))
-            conditions.append(_condition_result(condition, size, raw_runs, pipeline_runs))
+                    chromium_runs.append(run_chromium(bench, lab, label, size, next_dir("chromium", condition)))
+            conditions.append(_condition_result(condition, size, raw_runs, pipeline_runs, chromium_runs))
     finally:
         lab.close()
     cleanup = {
@@ -327,8 +377,14 @@ def run(bench: Bench) -> dict[str, Any]:
 
 
 def _condition_result(
-    condition: Condition, size: int, raw_runs: list[dict[str, Any]], pipeline_runs: list[dict[str, Any]]
+    condition: Condition,
+    size: int,
+    raw_runs: list[dict[str, Any]],
+    pipeline_runs: list[dict[str, Any]],
+    chromium_runs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    chromium_runs = chromium_runs or []
+    chromium_rate = median(r["bytes_per_s"] for r in chromium_runs if r["ok"])
     raw_ok = [r for r in raw_runs if r["ok"]]
     pipe_ok = [r for r in pipeline_runs if r["ok"]]
     raw_rate = median(r["bytes_per_s"] for r in raw_ok)
@@ -343,6 +399,9 @@ def _condition_result(
         "raw_bytes_per_s": raw_rate,
         "pipeline_bytes_per_s": pipe_rate,
         "ratio": ratio(pipe_rate, raw_rate),
+        "chromium_bytes_per_s": chromium_rate,
+        "ratio_chromium": ratio(pipe_rate, chromium_rate),
+        "chromium_runs": chromium_runs,
         "raw_open_to_last_bytes_per_s": median(r["open_to_last_bytes_per_s"] for r in raw_ok),
         "raw_steady_bytes_per_s": raw_steady,
         "pipeline_steady_bytes_per_s": pipe_steady,
@@ -373,6 +432,8 @@ def _summarize(
             fmt_rate(c["raw_bytes_per_s"]),
             fmt_rate(c["pipeline_bytes_per_s"]),
             fmt_ratio(c["ratio"]),
+            fmt_rate(c.get("chromium_bytes_per_s")),
+            fmt_ratio(c.get("ratio_chromium")),
             fmt_ratio(c["ratio_steady"]),
             c["verified"],
             _fmt_list(c["retransmitted_frames"]),
@@ -400,7 +461,7 @@ def _summarize(
         "conditions": conditions,
         "cleanup": cleanup,
         "result": {
-            c["name"]: {"ratio": c["ratio"], "pipeline_bytes_per_s": c["pipeline_bytes_per_s"], "raw_bytes_per_s": c["raw_bytes_per_s"]}
+            c["name"]: {"ratio": c["ratio"], "ratio_chromium": c.get("ratio_chromium"), "pipeline_bytes_per_s": c["pipeline_bytes_per_s"], "raw_bytes_per_s": c["raw_bytes_per_s"]}
             for c in conditions
         },
         "table": {
@@ -410,6 +471,8 @@ def _summarize(
                 f"raw aiortc{n}",
                 f"pipeline{n}",
                 "pipeline / raw",
+                f"chromium ↔ chromium{n}",
+                "pipeline / chromium",
                 "ratio, steady 10–90 %",
                 "verified",
                 "retransmitted frames",
