@@ -34,8 +34,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,8 @@ class Condition:
     delay_ms: float = 0.0  # each way at nat-a: the RTT grows by twice this
     loss: float = 0.0  # drop probability at nat-a, each way
     rate: str | None = None  # tc rate at nat-a, both links
+    rise_ms: float = 0.0  # rtt-rise: this delay each way is set ...
+    rise_after_s: float = 0.0  # ... this long after each transfer starts (NFQUEUE delayer reconfigured)
 
     def apply(self, lab: NetLab) -> None:
         """Set exactly this condition on side a: 0 / None undoes what an earlier one set."""
@@ -70,7 +73,25 @@ class Condition:
         lab.rate("a", self.rate)
 
     def describe(self) -> dict[str, Any]:
-        return {"delay_ms_each_way": self.delay_ms, "loss": self.loss, "rate": self.rate}
+        found: dict[str, Any] = {"delay_ms_each_way": self.delay_ms, "loss": self.loss, "rate": self.rate}
+        if self.rise_ms:
+            found.update(rise_ms_each_way=self.rise_ms, rise_after_s=self.rise_after_s)
+        return found
+
+    @contextlib.contextmanager
+    def during_run(self, lab: NetLab) -> Iterator[None]:
+        """Around one transfer: reset the condition, and for rtt-rise raise the delay
+        mid-transfer from a timer thread (the lab's calls are subprocess runs)."""
+        self.apply(lab)
+        timer = threading.Timer(self.rise_after_s, lab.delay, ("a", self.rise_ms)) if self.rise_ms else None
+        if timer is not None:
+            timer.start()
+        try:
+            yield
+        finally:
+            if timer is not None:
+                timer.cancel()
+                timer.join()
 
 
 # Sizes: ≥ ~2.5 s of data per transfer at the rates seen here (see the docstring).
@@ -80,10 +101,12 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition("loss1", "1 % loss", 32 * MiB, 64 * MiB, loss=0.01),
     Condition("loss5", "5 % loss", 32 * MiB, 64 * MiB, loss=0.05),
     Condition("rate8", "8 Mbit/s cap", 4 * MiB, 16 * MiB, rate="8mbit"),
-    Condition("40ms+1%", "40 ms RTT + 1 % loss", 8 * MiB, 24 * MiB, delay_ms=20, loss=0.01),
-    Condition("100ms+2%", "100 ms RTT + 2 % loss", 4 * MiB, 12 * MiB, delay_ms=50, loss=0.02),
+    # RTT 0.6 ms -> 40 ms 2.5 s after the start (connecting takes ~1 s of it).
+    Condition("rtt-rise", "RTT rises 1 → 40 ms", 48 * MiB, 96 * MiB, rise_ms=20, rise_after_s=2.5),
+    Condition("40ms+1%", "40 ms RTT + 1 % loss", 8 * MiB, 16 * MiB, delay_ms=20, loss=0.01),
+    Condition("100ms+2%", "100 ms RTT + 2 % loss", 3 * MiB, 4 * MiB, delay_ms=50, loss=0.02),
 )
-REPEAT = {True: 1, False: 2}  # runs of each side per condition (quick, full), order A B A B
+REPEAT = {True: 1, False: 3}  # runs of each side per condition (quick, full), order A B A B
 
 
 def _env() -> dict[str, str]:
@@ -357,9 +380,12 @@ def run(bench: Bench) -> dict[str, Any]:
             with bench.one_file(size) as path:
                 for i in range(repeat):
                     label = f"impairment-{condition.name}" + (f"-{i + 1}" if repeat > 1 else "")
-                    raw_runs.append(run_raw(bench, lab, label, size, next_dir("raw", condition)))
-                    pipeline_runs.append(run_pipeline(bench, lab_pair, label, path, size, next_dir("pipeline", condition)))
-                    chromium_runs.append(run_chromium(bench, lab, label, size, next_dir("chromium", condition)))
+                    with condition.during_run(lab):
+                        raw_runs.append(run_raw(bench, lab, label, size, next_dir("raw", condition)))
+                    with condition.during_run(lab):
+                        pipeline_runs.append(run_pipeline(bench, lab_pair, label, path, size, next_dir("pipeline", condition)))
+                    with condition.during_run(lab):
+                        chromium_runs.append(run_chromium(bench, lab, label, size, next_dir("chromium", condition)))
             conditions.append(_condition_result(condition, size, raw_runs, pipeline_runs, chromium_runs))
     finally:
         lab.close()

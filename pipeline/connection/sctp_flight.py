@@ -29,6 +29,7 @@ fails when the pinned aiortc changes shape.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -87,6 +88,7 @@ def install() -> bool:
         return False
     original: Callable[[Any, Any], Awaitable[None]] = RTCSctpTransport._receive_sack_chunk
 
+    @functools.wraps(original)
     async def receive_sack_chunk(self: Any, chunk: Any) -> None:
         await original(self, chunk)
         if getattr(self, _FOLLOW_ATTRIBUTE, False):

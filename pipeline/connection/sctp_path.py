@@ -27,6 +27,16 @@ What this module changes, per transport that opts in (:func:`enable`), and only 
   packet as the RFC says. This is a delay-based reading of loss, like BBR's or
   Westwood's, not Reno.
 
+- **One fast retransmit per RTT per chunk**: aiortc clears a chunk's miss count when it
+  retransmits it and strikes it again on every later SACK that reports data above it,
+  so with a large window a chunk already retransmitted is retransmitted again three
+  SACKs later, long before its retransmission could have arrived (RFC 9260 section
+  7.2.4 fast-retransmits a chunk once). Measured: 2.6 retransmissions per lost packet
+  with aiortc's own window, 24 with a kept window. Here a retransmitted chunk is not
+  struck until ``REPAIR_FACTOR`` x srtt after its retransmission; if it is still
+  missing then, three more reports retransmit it again (a lost retransmission),
+  without waiting for T3.
+
 Everything else (fast retransmit after three missing reports, retransmission, slow
 start and congestion avoidance) stays aiortc's. :func:`problems` names what this relies
 on; ``tests/unit/test_sctp_path.py`` fails when the pinned aiortc changes shape.
@@ -34,6 +44,8 @@ on; ``tests/unit/test_sctp_path.py`` fails when the pinned aiortc changes shape.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -49,6 +61,9 @@ RTO_MIN: Final = 0.2  # seconds; RFC 9260 says 1 s
 RTT_EPOCH: Final = 2.0  # seconds; the path RTT is the minimum over the last one or two
 QUEUE_FACTOR: Final = 1.25
 QUEUE_SLACK: Final = 0.005  # seconds: scheduling noise on a 1 ms path is not a queue
+REPAIR_FACTOR: Final = 1.5
+_NO_STRIKES: Final = -(1 << 30)  # aiortc's miss count never climbs from here to 3
+_RTX_AT: Final = "_pxfer_rtx"
 _STATE: Final = "_pxfer_path"
 _installed = False
 
@@ -61,6 +76,7 @@ class PathState:
     epoch_start: float = 0.0
     epoch_min: float | None = None
     random_losses: int = 0  # fast recoveries whose halving we undid
+    held_strikes: int = 0  # SACKs on which a recent retransmission was kept from a new one
     congestion_losses: int = 0  # fast recoveries left halved (queue seen)
     loss_response: bool = True
 
@@ -87,13 +103,18 @@ def problems() -> list[str]:
     for name in ("_receive_sack_chunk", "_update_rto", "_data_channel_flush"):
         if not callable(getattr(RTCSctpTransport, name, None)):
             found.append(f"aiortc RTCSctpTransport.{name} is missing")
+    # The shape of aiortc's own functions, under any wrapper of ours (functools.wraps).
     names = RTCSctpTransport.__init__.__code__.co_names
-    names += RTCSctpTransport._receive_sack_chunk.__code__.co_names
+    names += inspect.unwrap(RTCSctpTransport._receive_sack_chunk).__code__.co_names
     for attr in ("_cwnd", "_ssthresh", "_fast_recovery_exit", "_srtt", "_rttvar", "_rto"):
         if attr not in names:
             found.append(f"aiortc RTCSctpTransport no longer sets {attr}")
-    if not hasattr(rtcsctptransport, "SCTP_RTO_MAX"):
-        found.append("aiortc has no SCTP_RTO_MAX")
+    for constant in ("SCTP_RTO_MAX", "SCTP_TSN_MODULO", "uint32_gt"):
+        if not hasattr(rtcsctptransport, constant):
+            found.append(f"aiortc has no rtcsctptransport.{constant}")
+    for attr in ("_misses", "_sent_count", "_retransmit"):
+        if attr not in rtcsctptransport.DataChunk.__annotations__:
+            found.append(f"aiortc DataChunk has no {attr}")
     return found
 
 
@@ -109,6 +130,7 @@ def install() -> bool:
     original_rto: Callable[[Any, float], None] = RTCSctpTransport._update_rto
     original_sack: Callable[[Any, Any], Awaitable[None]] = RTCSctpTransport._receive_sack_chunk
 
+    @functools.wraps(original_rto)
     def update_rto(self: Any, r: float) -> None:
         original_rto(self, r)
         state: PathState | None = getattr(self, _STATE, None)
@@ -117,11 +139,14 @@ def install() -> bool:
         state.sample(r, time.monotonic())
         self._rto = max(RTO_MIN, min(self._srtt + 4 * self._rttvar, rtcsctptransport.SCTP_RTO_MAX))
 
+    @functools.wraps(original_sack)
     async def receive_sack_chunk(self: Any, chunk: Any) -> None:
         state: PathState | None = getattr(self, _STATE, None)
         if state is None or not state.loss_response:
             await original_sack(self, chunk)
             return
+        if chunk.gaps:
+            _hold_strikes(self, chunk, state)
         cwnd, ssthresh, recovering = self._cwnd, self._ssthresh, self._fast_recovery_exit is not None
         await original_sack(self, chunk)
         if recovering or self._fast_recovery_exit is None:
@@ -138,6 +163,36 @@ def install() -> bool:
     RTCSctpTransport._receive_sack_chunk = receive_sack_chunk  # type: ignore[method-assign]
     _installed = True
     return True
+
+
+def _uint32_gt(a: int, b: int) -> bool:
+    """Serial-number a > b (RFC 1982), as aiortc's own helper."""
+    gt: bool = getattr(rtcsctptransport, "uint32_gt")(a, b)  # noqa: B009  # not in its __all__
+    return gt
+
+
+def _hold_strikes(sctp: Any, sack: Any, state: PathState) -> None:
+    """Keep chunks retransmitted less than REPAIR_FACTOR x srtt ago from being struck by
+    this SACK; release those whose repair is overdue so aiortc's three strikes resume."""
+    now = time.monotonic()
+    patience = REPAIR_FACTOR * (sctp._srtt or 0.0)
+    last = (sack.cumulative_tsn + sack.gaps[-1][1]) % rtcsctptransport.SCTP_TSN_MODULO
+    held = False
+    for schunk in sctp._sent_queue:
+        if _uint32_gt(schunk.tsn, last):
+            break  # above the last gap nothing is struck
+        if schunk._sent_count < 2 or schunk._retransmit:
+            continue
+        mark = getattr(schunk, _RTX_AT, None)
+        if mark is None or mark[1] != schunk._sent_count:
+            mark = (now, schunk._sent_count)  # first seen since this retransmission
+            setattr(schunk, _RTX_AT, mark)
+        if now - mark[0] < patience:
+            schunk._misses = _NO_STRIKES
+            held = True
+        elif schunk._misses < 0:
+            schunk._misses = 0
+    state.held_strikes += held
 
 
 def enable(sctp: RTCSctpTransport, *, loss_response: bool = True) -> PathState | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiortc import RTCDataChannel
 from aiortc.rtcdatachannel import RTCDataChannelParameters
-from aiortc.rtcsctptransport import RTCSctpTransport
+from aiortc.rtcsctptransport import DataChunk, RTCSctpTransport, parse_packet
 
 MiB = 1024 * 1024
 
@@ -62,6 +62,9 @@ class Link:
     seed: int = 1
     sent: int = 0
     dropped: int = 0
+    data_sent: int = 0  # DATA chunks client -> server, retransmissions included
+    data_dropped: int = 0
+    data_tsns: set[int] = field(default_factory=set)  # distinct TSNs client -> server
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
@@ -73,8 +76,12 @@ class Link:
     def deliver(self, source: _Pipe, data: bytes) -> None:
         self.sent += 1
         c = self.conditions
+        tsns = [x.tsn for x in parse_packet(data)[3] if isinstance(x, DataChunk)] if source is self.client else []
+        self.data_sent += len(tsns)
+        self.data_tsns.update(tsns)
         if c.down or (c.loss and self._random.random() < c.loss):
             self.dropped += 1
+            self.data_dropped += len(tsns)
             return
         target = source.peer
         assert target is not None
@@ -90,6 +97,11 @@ class Link:
             loop.call_later(c.delay, arrive)
         else:
             loop.call_soon(arrive)
+
+
+    @property
+    def retransmissions(self) -> int:
+        return self.data_sent - len(self.data_tsns)
 
 
 @dataclass

@@ -43,28 +43,32 @@ def test_a_queue_is_an_rtt_above_the_path_rtt() -> None:
     assert sctp_path.PathState().queueing(0.040)  # no path RTT yet: the RFC's reading
 
 
-async def _lossy(enabled: bool, total: int) -> tuple[list[int], bool, sctp_path.PathState | None, float]:
+async def _lossy(enabled: bool, total: int) -> tuple[list[int], bool, sctp_path.PathState | None, float, Link]:
     link = Link(LinkConditions(delay=0.020, loss=0.01), seed=5)
     client, server = await associate(link)
     state = sctp_path.enable(client) if enabled else None
     windows: list[int] = []
     try:
         result = await transfer(client, server, total, on_progress=lambda _: windows.append(client._cwnd))
-        return windows, bool(result.data), state, client._rto
+        return windows, bool(result.data), state, client._rto, link
     finally:
         await close(client, server)
 
 
 def test_random_loss_without_a_queue_keeps_the_window_and_every_byte_arrives() -> None:
     total = 3 * MiB
-    plain, plain_ok, _, plain_rto = asyncio.run(_lossy(False, total))
-    kept, kept_ok, state, rto = asyncio.run(_lossy(True, total))
+    plain, plain_ok, _, plain_rto, _ = asyncio.run(_lossy(False, total))
+    kept, kept_ok, state, rto, link = asyncio.run(_lossy(True, total))
     assert plain_ok and kept_ok  # bytes identical, both ways
     assert state is not None and state.random_losses >= 3, state
     assert state.rtt is not None and 0.039 < state.rtt < 0.060
     # aiortc alone halves on every loss and sits near the Mathis window (~12 packets);
     # kept, the window ends far above it.
     assert statistics.median(kept[len(kept) // 2 :]) > 3 * statistics.median(plain[len(plain) // 2 :])
+    # A lost chunk is retransmitted about once, not again every three SACKs while its
+    # retransmission is still on its way (24 per loss without the hold, at this window).
+    assert state.held_strikes > 0
+    assert link.retransmissions <= 1.5 * link.data_dropped, (link.retransmissions, link.data_dropped)
     # RTO: srtt + 4 rttvar floored at 200 ms, not RFC 9260's 1 s.
     assert plain_rto >= 1.0
     assert sctp_path.RTO_MIN <= rto < 1.0
