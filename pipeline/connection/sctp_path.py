@@ -33,7 +33,8 @@ What this module changes, per transport that opts in (:func:`enable`), and only 
   SACKs later, long before its retransmission could have arrived (RFC 9260 section
   7.2.4 fast-retransmits a chunk once). Measured: 2.6 retransmissions per lost packet
   with aiortc's own window, 24 with a kept window. Here a retransmitted chunk is not
-  struck until ``REPAIR_FACTOR`` x srtt after its retransmission; if it is still
+  struck until max(``REPAIR_FACTOR`` x srtt, srtt + 4 x rttvar) after its
+  retransmission; if it is still
   missing then, three more reports retransmit it again (a lost retransmission),
   without waiting for T3.
 
@@ -175,7 +176,9 @@ def _hold_strikes(sctp: Any, sack: Any, state: PathState) -> None:
     """Keep chunks retransmitted less than REPAIR_FACTOR x srtt ago from being struck by
     this SACK; release those whose repair is overdue so aiortc's three strikes resume."""
     now = time.monotonic()
-    patience = REPAIR_FACTOR * (sctp._srtt or 0.0)
+    # Overdue: later than the RTT estimate allows (the RTO's formula, without its floor).
+    srtt, rttvar = sctp._srtt or 0.0, sctp._rttvar or 0.0
+    patience = max(REPAIR_FACTOR * srtt, srtt + 4 * rttvar)
     last = (sack.cumulative_tsn + sack.gaps[-1][1]) % rtcsctptransport.SCTP_TSN_MODULO
     held = False
     for schunk in sctp._sent_queue:
