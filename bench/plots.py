@@ -291,6 +291,38 @@ def plot_profile(results: dict[str, Any], out: Path) -> Path | None:
     return out
 
 
+def plot_impairment(results: dict[str, Any], out: Path) -> Path | None:
+    """Rate per lab condition: pipeline, raw aiortc and Chromium ↔ Chromium (log scale:
+    the conditions span 0.1 to 25 MB/s)."""
+    scenario = results.get("scenarios", {}).get("impairment")
+    conditions = (scenario or {}).get("conditions") or []
+    if not conditions:
+        return None
+    plt = _plt()
+    series = (
+        ("pipeline_bytes_per_s", "pipeline", "#1f77b4"),
+        ("raw_bytes_per_s", "raw aiortc (as shipped, connect-time cap)", "#aaaaaa"),
+        ("chromium_bytes_per_s", "Chromium ↔ Chromium", "#ff7f0e"),
+    )
+    fig, ax = plt.subplots(figsize=(11, 0.7 * len(conditions) + 2))
+    names = [c["label"] for c in conditions]
+    for j, (key, label, color) in enumerate(series):
+        ys = [i + (j - 1) * 0.27 for i in range(len(names))]
+        values = [(c.get(key) or 0) / 1e6 for c in conditions]
+        bars = ax.barh(ys, [v or 1e-3 for v in values], 0.27, color=color, label=label)
+        ax.bar_label(bars, labels=[f"{v:.2f}" if v else "–" for v in values], fontsize=7, padding=2)
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(names)), names, fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlabel("MB/s, first byte → last byte on the receiver (log scale; medians of the runs)")
+    ax.set_title(scenario["title"], fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def _size_label(n: int) -> str:
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
         if n >= scale:
@@ -309,4 +341,5 @@ def plot_all(results: dict[str, Any], results_dir: Path) -> list[Path]:
     written.append(plot_media(results, results_dir, results_dir / "media.png"))
     written.append(plot_sweep(results, results_dir / "sweep.png"))
     written.append(plot_profile(results, results_dir / "profile.png"))
+    written.append(plot_impairment(results, results_dir / "impairment.png"))
     return [p for p in written if p is not None]

@@ -101,8 +101,8 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition("loss1", "1 % loss", 32 * MiB, 64 * MiB, loss=0.01),
     Condition("loss5", "5 % loss", 32 * MiB, 64 * MiB, loss=0.05),
     Condition("rate8", "8 Mbit/s cap", 4 * MiB, 16 * MiB, rate="8mbit"),
-    # RTT 0.6 ms -> 40 ms 2.5 s after the start (connecting takes ~1 s of it).
-    Condition("rtt-rise", "RTT rises 1 → 40 ms", 48 * MiB, 96 * MiB, rise_ms=20, rise_after_s=2.5),
+    # RTT 0.6 ms -> 40 ms 1.5 s after the start (connecting takes 0.3-1 s of it).
+    Condition("rtt-rise", "RTT rises 1 → 40 ms", 64 * MiB, 128 * MiB, rise_ms=20, rise_after_s=1.5),
     Condition("40ms+1%", "40 ms RTT + 1 % loss", 8 * MiB, 16 * MiB, delay_ms=20, loss=0.01),
     Condition("100ms+2%", "100 ms RTT + 2 % loss", 3 * MiB, 4 * MiB, delay_ms=50, loss=0.02),
 )

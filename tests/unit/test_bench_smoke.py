@@ -271,3 +271,18 @@ def test_failed_attempts_are_reported() -> None:
     }
     (line,) = verdicts(results)
     assert line.startswith("Failures: 1 of 7 transfers failed, 1 of them hung")
+
+
+def test_impairment_conditions_and_the_chromium_baseline_in_a_condition_result() -> None:
+    from bench.scenarios import impairment
+
+    names = [c.name for c in impairment.CONDITIONS]
+    assert {"40ms+1%", "100ms+2%", "rtt-rise"} <= set(names)
+    rise = next(c for c in impairment.CONDITIONS if c.name == "rtt-rise")
+    assert rise.describe()["rise_ms_each_way"] == 20 and rise.delay_ms == 0
+    run = {"ok": True, "bytes_per_s": 4e6, "steady_bytes_per_s": 4e6, "open_to_last_bytes_per_s": 4e6, "rtt_ms": 41.0}
+    pipe = {**run, "verified": True, "retransmitted_frames": 0, "stalls": [0, 0], "end_to_end_bytes_per_s": 3e6}
+    chromium = [{"ok": True, "bytes_per_s": 0.3e6}, {"ok": False, "bytes_per_s": None}, {"ok": True, "bytes_per_s": 0.5e6}]
+    result = impairment._condition_result(impairment.CONDITIONS[0], 1, [run], [pipe], chromium)
+    assert result["chromium_bytes_per_s"] == 0.4e6
+    assert result["ratio_chromium"] == 10.0
