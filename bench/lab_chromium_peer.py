@@ -64,6 +64,7 @@ _SEND = """async ({sdp, total, size, high, low}) => {
     dc.send(sent + size <= total ? payload : payload.subarray(0, total - sent));
   }
   await done;
+  dc.close();  // tells the receiver it may go: its 'done' has arrived
   return {outcome: 'completed'};
 }"""
 _RECEIVE = """async ({total}) => {
@@ -71,6 +72,7 @@ _RECEIVE = """async ({total}) => {
     pc.ondatachannel = (e) => {
       const ch = e.channel; ch.binaryType = 'arraybuffer';
       let got = 0, first = null;
+      window.ch = ch;
       ch.onmessage = (m) => {
         const now = performance.now();
         if (first === null) first = now;
@@ -79,6 +81,15 @@ _RECEIVE = """async ({total}) => {
       };
     };
   });
+}"""
+
+
+# The receiver stays until the sender closes the channel (its 'done' arrived): closing
+# the browser at once would abort the association with 'done' still unacknowledged,
+# and under loss it can be (the sender then never finishes).
+_LINGER = """async () => {
+  if (window.ch.readyState !== 'closed')
+    await Promise.race([new Promise(r => window.ch.onclose = r), new Promise(r => setTimeout(r, 15000))]);
 }"""
 
 
@@ -132,6 +143,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 offer = _wait_file(args.exchange / "offer.sdp", deadline)
                 _write(args.exchange / "answer.sdp", page.evaluate(_ANSWER, {"sdp": offer}))
                 got = page.evaluate(_RECEIVE, {"total": args.bytes})
+                page.evaluate(_LINGER)
                 seconds = (got["last_ms"] - got["first_ms"]) / 1000
                 report.update(
                     outcome="completed" if got["bytes"] == args.bytes else "short",
