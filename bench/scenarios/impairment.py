@@ -9,14 +9,17 @@ so it applies to both directions of the path, and replaces the one before::
     rtt40            20 ms each way (NFQUEUE delayer): 40 ms round trip
     loss1, loss5     1 % / 5 % of forwarded packets dropped (iptables statistic)
     rate8            tbf at 8 Mbit/s (1 MB/s) on both of nat-a's links
-    rtt40+loss1      both
+    rtt-rise         none, then 20 ms each way 1.5 s into each transfer
+    40ms+1%          20 ms each way and 1 % loss
+    100ms+2%         50 ms each way and 2 % loss
 
 Under each: first the raw pair (``bench/lab_raw_peer.py``: a bare aiortc
 DataChannel with the pipeline's label, message size and backpressure) moves N
 bytes from peer-a to peer-b, then ``pipeline-send`` in peer-a moves one N-byte
 file to ``pipeline-receive`` in peer-b (``--stun``, ``--signal`` to the lab's
-server, ``--json``, ``--telemetry``). Baseline: the raw pair under the same
-condition in the same run.
+server, ``--json``, ``--telemetry``), then headless Chromium ↔ Chromium
+(``bench/lab_chromium_peer.py``) moves N bytes the same way. Baselines: the raw
+pair and Chromium under the same condition in the same run.
 
 Throughput is "first byte → last byte" on the receiving side for both: the raw
 receiver timestamps every message; the pipeline's receiver telemetry reports the

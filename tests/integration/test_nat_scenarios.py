@@ -403,6 +403,11 @@ def _delay_and_loss(lab: NetLab) -> None:
     lab.loss("a", 0.01)
 
 
+def _long_delay_and_loss(lab: NetLab) -> None:
+    lab.delay("a", 50)  # 100 ms round trip
+    lab.loss("a", 0.02)
+
+
 def _loss_only(lab: NetLab) -> None:
     lab.loss("a", 0.05)
 
@@ -416,10 +421,11 @@ def _rate_cap(lab: NetLab) -> None:
     ("label", "impair", "size"),
     [
         ("40ms RTT + 1% loss", _delay_and_loss, 3 * MiB),
+        ("100ms RTT + 2% loss", _long_delay_and_loss, 2 * MiB),
         ("5% loss", _loss_only, 8 * MiB),
         ("8 Mbit/s cap", _rate_cap, 6 * MiB),
     ],
-    ids=["delay-loss", "loss", "rate"],
+    ids=["delay-loss", "long-delay-loss", "loss", "rate"],
 )
 def test_transfer_survives_impairment(
     label: str, impair: Callable[[NetLab], None], size: int, tmp_path: Path, session_factory: Callable[..., LabSession]
@@ -436,6 +442,21 @@ def test_transfer_survives_impairment(
         assert s.summary is not None
         rtt = s.summary["connection"]["selected_pair"]["rtt_ms"]
         assert rtt is not None and rtt >= 30, f"the delayer did not delay (RTT {rtt} ms)"
+
+
+@needs_lab
+def test_transfer_survives_an_rtt_rise(tmp_path: Path, session_factory: Callable[..., LabSession]) -> None:
+    """The RTT rises from ~1 ms to 40 ms mid-transfer (the flight cap follows it,
+    sctp_path): the same bytes arrive, one terminal outcome each side."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    expected = {"f.bin": make_file(src / "f.bin", 24 * MiB)}
+    session = session_factory("rr", "cone", "cone")
+    sender, receiver = session.start_pair([src / "f.bin"], out)
+    wait_for_progress(session, out, 2 * MiB)
+    session.lab.delay("a", 20)
+    s, r, timeline = finish(session, sender, receiver, 90)
+    print(f"\nRTT rise: {rate_line('transfer', r, timeline)}")
+    assert_completed(session, s, r, expected, out)
 
 
 # -- 4-7. losing the path ------------------------------------------------------------------
