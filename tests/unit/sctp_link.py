@@ -65,6 +65,7 @@ class Link:
     data_sent: int = 0  # DATA chunks client -> server, retransmissions included
     data_dropped: int = 0
     data_tsns: set[int] = field(default_factory=set)  # distinct TSNs client -> server
+    t3_resends: int = 0  # chunks a T3 timeout marked for retransmission (set by a test)
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)
