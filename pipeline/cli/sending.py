@@ -31,7 +31,9 @@ FLAGS = {**COMMON_FLAGS, "code": "signal.code", "signal_host": "signal.host", "s
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(prog=PROG, description="Send files and directories directly to a peer over WebRTC.")
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="files and directories to send")
+    parser.add_argument(
+        "paths", nargs="*", metavar="PATH", help="files and directories to send (default: the config's send.sources)"
+    )
     parser.add_argument("--code", help="room code to use (default: a new random code)")
     parser.add_argument("--signal-host", metavar="ADDR", help="bind address of the embedded signaling server")
     parser.add_argument("--signal-port", metavar="PORT", help="port of the embedded signaling server (0: any)")
@@ -87,12 +89,20 @@ async def run(cfg: Config, sources: Sources, code: str) -> int:
     return report_result(PROG, cfg, reporter, summary)
 
 
+def source_paths(args: argparse.Namespace, cfg: Config) -> list[str]:
+    """PATH arguments, else the config's ``send.sources`` (a batch job's list)."""
+    paths = list(args.paths) or list(cfg.send.sources)
+    if not paths:
+        usage_error(PROG, f"no PATH given and send.sources is empty (see {PROG} --help)")
+    return paths
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = build_config(PROG, args, FLAGS)  # checks signal.code (--code)
     code = normalize_code(cfg.signal.code) if cfg.signal.code is not None else new_code()
     try:
-        sources = collect_sources(args.paths)
+        sources = collect_sources(source_paths(args, cfg))
     except SourceError as exc:
         usage_error(PROG, str(exc))
     try:
