@@ -35,6 +35,7 @@ __all__ = [
     "IceConfig",
     "OutputConfig",
     "ReceiveConfig",
+    "SendConfig",
     "SignalConfig",
     "TransferConfig",
     "apply_overrides",
@@ -128,6 +129,11 @@ class TransferConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     ack_interval: Seconds = 0.2
 
 
+class SendConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    # Files and directories to send when the command line names none.
+    sources: list[Annotated[str, msgspec.Meta(min_length=1)]] = []
+
+
 class ReceiveConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     out: Annotated[str, msgspec.Meta(min_length=1)] = "."
     yes: bool = False
@@ -147,6 +153,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
     ice: IceConfig = msgspec.field(default_factory=IceConfig)
     channel: ChannelConfig = msgspec.field(default_factory=ChannelConfig)
     transfer: TransferConfig = msgspec.field(default_factory=TransferConfig)
+    send: SendConfig = msgspec.field(default_factory=SendConfig)
     receive: ReceiveConfig = msgspec.field(default_factory=ReceiveConfig)
     output: OutputConfig = msgspec.field(default_factory=OutputConfig)
 
@@ -156,6 +163,7 @@ _SECTIONS: Final[dict[str, type[msgspec.Struct]]] = {
     "ice": IceConfig,
     "channel": ChannelConfig,
     "transfer": TransferConfig,
+    "send": SendConfig,
     "receive": ReceiveConfig,
     "output": OutputConfig,
 }

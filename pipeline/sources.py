@@ -29,6 +29,9 @@ class Sources:
     # (id, absolute path, size, manifest path): what the reader reads, and names it by
     files: list[tuple[int, str, int, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    # (path, reason): regular files found in a directory that could not be opened
+    # for reading (permission denied, vanished while walking); left out of the offer.
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def total_bytes(self) -> int:
@@ -38,6 +41,7 @@ class Sources:
 def collect_sources(paths: list[str]) -> Sources:
     found: list[tuple[str, str, os.stat_result]] = []
     skipped: list[str] = []
+    unreadable: list[tuple[str, str]] = []
     for arg in paths:
         absolute = os.path.abspath(arg)
         try:
@@ -48,11 +52,11 @@ def collect_sources(paths: list[str]) -> Sources:
         if stat.S_ISREG(st.st_mode):
             found.append((base, absolute, st))
         elif stat.S_ISDIR(st.st_mode):
-            _walk(absolute, base, found, skipped)
+            _walk(absolute, base, found, skipped, unreadable)
         else:
             raise SourceError(f"{arg}: not a regular file or directory")
     found.sort(key=lambda item: item[0])
-    sources = Sources(skipped=skipped)
+    sources = Sources(skipped=skipped, unreadable=unreadable)
     for file_id, (rel, absolute, st) in enumerate(found):
         sources.entries.append(
             FileEntry(
@@ -71,9 +75,17 @@ def collect_sources(paths: list[str]) -> Sources:
     return sources
 
 
-def _walk(root: str, prefix: str, found: list[tuple[str, str, os.stat_result]], skipped: list[str]) -> None:
+def _walk(
+    root: str,
+    prefix: str,
+    found: list[tuple[str, str, os.stat_result]],
+    skipped: list[str],
+    unreadable: list[tuple[str, str]],
+) -> None:
     def onerror(exc: OSError) -> None:
-        raise SourceError(f"{exc.filename}: {exc.strerror}")
+        # A directory beneath the argument that cannot be listed: its files are
+        # unknown, the rest of the batch goes on.
+        unreadable.append((str(exc.filename), exc.strerror or str(exc)))
 
     for directory, dirnames, filenames in os.walk(root, onerror=onerror):
         rel_dir = os.path.relpath(directory, root)
@@ -85,13 +97,30 @@ def _walk(root: str, prefix: str, found: list[tuple[str, str, os.stat_result]], 
             absolute = os.path.join(directory, name)
             try:
                 st = os.lstat(absolute)
-            except OSError as exc:
-                raise SourceError(f"{absolute}: {exc.strerror}") from None
+            except OSError as exc:  # vanished since the directory was listed
+                unreadable.append((absolute, exc.strerror or str(exc)))
+                continue
             if not stat.S_ISREG(st.st_mode):
                 skipped.append(absolute)
                 continue
-            if not os.access(absolute, os.R_OK):
-                raise SourceError(f"{absolute}: permission denied")
+            problem = _cannot_open(absolute)
+            if problem:
+                unreadable.append((absolute, problem))
+                continue
             parts = [prefix] if rel_dir == "." else [prefix, *rel_dir.split(os.sep)]
             rel = "/".join([*parts, name])
             found.append((unicodedata.normalize("NFC", rel), absolute, st))
+
+
+def _cannot_open(path: str) -> str:
+    """Why ``path`` cannot be opened for reading ("" if it can).
+
+    Opening, not ``os.access``: the question is whether the reader will manage,
+    and ``access`` answers for the real uid and knows nothing of ACL or LSM refusals.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    return ""

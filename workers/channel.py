@@ -86,8 +86,17 @@ def report(conn: PipeEnd, error: WorkerError) -> None:
         send(conn, error)
 
 
-def serve(inbox: PipeEnd, outbox: PipeEnd, worker: str, handle: Callable[[Message], None]) -> None:
+def serve(
+    inbox: PipeEnd,
+    outbox: PipeEnd,
+    worker: str,
+    handle: Callable[[Message], None],
+    idle: Callable[[], None] | None = None,
+) -> None:
     """Feed every message from ``inbox`` to ``handle`` until ``Stop`` or EOF.
+
+    ``idle``, when given, runs whenever no message is waiting, before blocking
+    for the next one: the writer's group commit happens there.
 
     Undecodable bytes are reported to ``outbox`` as an ``internal`` error and
     skipped.  A broken pipe while ``handle`` answers means the peer is gone, so
@@ -95,8 +104,10 @@ def serve(inbox: PipeEnd, outbox: PipeEnd, worker: str, handle: Callable[[Messag
     """
     while True:
         try:
+            if idle is not None and not inbox.poll():
+                idle()
             msg = recv(inbox)
-        except (EOFError, ConnectionResetError):
+        except (EOFError, ConnectionResetError, BrokenPipeError):
             return
         except msgspec.DecodeError as exc:
             report(outbox, WorkerError(worker, "internal", f"undecodable message: {exc}"))

@@ -31,7 +31,9 @@ FLAGS = {**COMMON_FLAGS, "code": "signal.code", "signal_host": "signal.host", "s
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(prog=PROG, description="Send files and directories directly to a peer over WebRTC.")
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="files and directories to send")
+    parser.add_argument(
+        "paths", nargs="*", metavar="PATH", help="files and directories to send (default: the config's send.sources)"
+    )
     parser.add_argument("--code", help="room code to use (default: a new random code)")
     parser.add_argument("--signal-host", metavar="ADDR", help="bind address of the embedded signaling server")
     parser.add_argument("--signal-port", metavar="PORT", help="port of the embedded signaling server (0: any)")
@@ -68,6 +70,8 @@ async def run(cfg: Config, sources: Sources, code: str) -> int:
         print(receive_commands(code, peer_urls), flush=True)
         for path in sources.skipped:
             reporter.say(f"skipped (symbolic link or special file): {path}")
+        for path, reason in sources.unreadable:
+            reporter.say(f"not sent, cannot read: {path}: {reason}")
         supervisor = Supervisor(
             conn_params(cfg, "sender", code, url, sources.entries),
             ring_slots=cfg.transfer.ring_slots,
@@ -84,7 +88,35 @@ async def run(cfg: Config, sources: Sources, code: str) -> int:
     summary = summarize("sender", result, telemetry.summary(), len(sources.entries), sources.total_bytes)
     if server is not None:
         summary["signaling_relayed"] = server.stats
+    account_unreadable(summary, sources)
     return report_result(PROG, cfg, reporter, summary)
+
+
+def account_unreadable(summary: dict[str, object], sources: Sources) -> None:
+    """Files that could not be read were never offered: the session with the peer
+    may have ``completed``, but this batch did not send everything it was asked to,
+    so the sender ends ``failed`` with ``io_error`` (exit 1, Appendix A.2 "an I/O
+    error"), its message naming how many, and ``unreadable`` listing each one."""
+    summary["unreadable"] = [{"path": path, "reason": reason} for path, reason in sources.unreadable]
+    if not sources.unreadable or summary["outcome"] != "completed":
+        return
+    count = len(sources.unreadable)
+    summary["outcome"] = "failed"
+    summary["error_code"] = "io_error"
+    summary["exit_code"] = 1
+    summary["message"] = (
+        f"every file offered was verified, but {count} file{'s' if count != 1 else ''} could not be read "
+        f"and {'were' if count != 1 else 'was'} not sent (listed above and in the JSON summary's "
+        "'unreadable'); fix the permissions and send them again"
+    )
+
+
+def source_paths(args: argparse.Namespace, cfg: Config) -> list[str]:
+    """PATH arguments, else the config's ``send.sources`` (a batch job's list)."""
+    paths = list(args.paths) or list(cfg.send.sources)
+    if not paths:
+        usage_error(PROG, f"no PATH given and send.sources is empty (see {PROG} --help)")
+    return paths
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = build_config(PROG, args, FLAGS)  # checks signal.code (--code)
     code = normalize_code(cfg.signal.code) if cfg.signal.code is not None else new_code()
     try:
-        sources = collect_sources(args.paths)
+        sources = collect_sources(source_paths(args, cfg))
     except SourceError as exc:
         usage_error(PROG, str(exc))
     try:

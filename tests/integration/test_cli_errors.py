@@ -380,7 +380,7 @@ def test_receiver_usage_errors(tmp_path: Path, launcher: Launcher, args: list[st
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        pytest.param([], r"^pipeline-send: error: the following arguments are required: PATH", id="no-path"),
+        pytest.param([], r"^pipeline-send: error: no PATH given and send\.sources is empty", id="no-path"),
         pytest.param(["a.txt", "--code", "orbit"], r"^pipeline-send: error: --code: signal\.code: not a room code", id="bad-code"),
         pytest.param(["a.txt", "--window"], r"^pipeline-send: error: argument --window: expected one argument", id="no-value"),
     ],

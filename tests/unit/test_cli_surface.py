@@ -85,7 +85,6 @@ def test_verbose_counts_into_output_verbose(cli: Any, positional: list[str]) -> 
 @pytest.mark.parametrize(
     ("parse", "argv", "expected"),
     [
-        (sending.parse_args, [], "the following arguments are required: PATH"),
         (sending.parse_args, ["a.txt", "--window"], "argument --window: expected one argument"),
         (receiving.parse_args, [], "the following arguments are required: code"),
         (receiving.parse_args, ["x", "--bogus"], "unrecognized arguments: --bogus"),
@@ -106,6 +105,45 @@ def test_usage_errors_are_one_line_and_exit_2(
     prog = "pipeline-send" if parse is sending.parse_args else "pipeline-receive"
     assert lines[0].startswith(f"{prog}: error: {expected}"), lines[0]
     assert lines[0].endswith(f"(see {prog} --help)"), lines[0]
+
+
+def test_the_config_names_the_sources_of_a_batch_and_paths_replace_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "batch.yaml"
+    config.write_text("send:\n  sources: [/srv/a, b]\n")
+    args = sending.parse_args(["--config", str(config)])
+    cfg = build_config(sending.PROG, args, sending.FLAGS)
+    assert sending.source_paths(args, cfg) == ["/srv/a", "b"]
+    args = sending.parse_args(["--config", str(config), "c"])
+    assert sending.source_paths(args, build_config(sending.PROG, args, sending.FLAGS)) == ["c"]
+    args = sending.parse_args([])
+    with pytest.raises(SystemExit) as info:
+        sending.source_paths(args, build_config(sending.PROG, args, sending.FLAGS))
+    assert info.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == "pipeline-send: error: no PATH given and send.sources is empty (see pipeline-send --help)"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("send:\n  sources: [a, '']\n", "send.sources[1]: "),
+        ("send:\n  sources: a\n", "send.sources: "),
+        ("send:\n  source: [a]\n", "send.source: unknown key (did you mean sources?)"),
+    ],
+)
+def test_a_bad_send_sources_is_a_one_line_file_and_field_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], yaml_text: str, expected: str
+) -> None:
+    config = tmp_path / "batch.yaml"
+    config.write_text(yaml_text)
+    args = sending.parse_args(["--config", str(config)])
+    with pytest.raises(SystemExit) as info:
+        build_config(sending.PROG, args, sending.FLAGS)
+    assert info.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f"{config}: {expected}" in line, line
 
 
 @pytest.mark.parametrize(("cli", "positional"), CLIS)

@@ -634,3 +634,105 @@ def test_full_disk_is_reported_as_no_space(tmp_path: Path) -> None:
             assert "big.bin" in error.message
             rx.stop()
         assert _listing(out) == []
+
+
+# -- group commit (in process: the syscalls are what is under test) -------------------
+
+
+def test_group_commit_syncs_data_before_names_and_names_before_finalized(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many files cost two syncfs between them, never a per-file fsync, and the
+    durability order holds: data synced while only partials exist, the final
+    names synced before any ``Finalized`` is sent."""
+    from workers import writer as writer_mod
+
+    files = [f"d{i % 3}/f{i}.jpg" for i in range(40)]
+    sent: list[Message] = []
+    syncs: list[tuple[list[str], int]] = []  # (final names on disk, Finalized sent so far)
+
+    def finals() -> list[str]:
+        return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.jpg") if p.is_file())
+
+    real_fsync = os.fsync
+
+    def fake_syncfs(fd: int) -> None:
+        real_fsync(fd)  # still really durable
+        syncs.append((finals(), len(sent)))
+
+    def no_fsync(fd: int) -> None:
+        raise AssertionError("per-file fsync in a group commit")
+
+    monkeypatch.setattr(writer_mod, "send", lambda _conn, msg: sent.append(msg))
+    root_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        w = writer_mod._Writer(None, root_fd, TOKEN, "fail", None)  # type: ignore[arg-type]
+        w.syncfs = fake_syncfs
+        for i, path in enumerate(files):
+            w.handle(PlanFile(i, path, 0))
+        monkeypatch.setattr(writer_mod.os, "fsync", no_fsync)
+        for i in range(len(files)):
+            w.handle(Finalize(i))
+        assert sent == [] and finals() == []  # nothing reported before the commit
+        w.idle()
+    finally:
+        os.close(root_fd)
+    assert sent == [Finalized(i, path) for i, path in enumerate(files)]
+    assert syncs == [([], 0), (sorted(files), 0)]  # one filesystem: one syncfs each step
+    assert not [p for p in tmp_path.rglob("*") if TOKEN in p.name]  # no partial left
+
+
+def test_discard_of_a_pending_file_leaves_it_out_of_the_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers import writer as writer_mod
+
+    sent: list[Message] = []
+    monkeypatch.setattr(writer_mod, "send", lambda _conn, msg: sent.append(msg))
+    root_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        w = writer_mod._Writer(None, root_fd, TOKEN, "fail", None)  # type: ignore[arg-type]
+        for i in range(2):
+            w.handle(PlanFile(i, f"f{i}", 0))
+            w.handle(Finalize(i))
+        w.handle(Discard(0))
+        w.idle()
+    finally:
+        os.close(root_fd)
+    assert sent == [Discarded(0), Finalized(1, "f1")]
+    assert _listing(tmp_path) == ["f1"]
+
+
+def test_a_full_group_commits_without_waiting_for_idle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers import writer as writer_mod
+
+    sent: list[Message] = []
+    monkeypatch.setattr(writer_mod, "send", lambda _conn, msg: sent.append(msg))
+    monkeypatch.setattr(writer_mod, "GROUP_MAX_FILES", 3)
+    root_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        w = writer_mod._Writer(None, root_fd, TOKEN, "fail", None)  # type: ignore[arg-type]
+        for i in range(4):
+            w.handle(PlanFile(i, f"f{i}", 0))
+            w.handle(Finalize(i))
+        assert sent == [Finalized(i, f"f{i}") for i in range(3)]
+        w.remove_all_partials()  # a stop now: the fourth was never reported
+    finally:
+        os.close(root_fd)
+    assert _listing(tmp_path) == ["f0", "f1", "f2"]
+
+
+def test_syncfs_is_found_on_linux() -> None:
+    from workers import writer as writer_mod
+
+    syncfs = writer_mod._load_syncfs()
+    assert syncfs is not None
+    fd = os.open(tempfile.gettempdir(), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        syncfs(fd)
+        with pytest.raises(OSError):
+            syncfs(-1)
+    finally:
+        os.close(fd)
