@@ -1,62 +1,16 @@
 // The receive page's shell: DOM, signaling, the DataChannel, hashing (hash-wasm)
 // and the OPFS sink. Protocol decisions live in receiver.js.
 import { ReceiverCore } from "./receiver.js";
-import { Room, gathered, diagnostics, NO_ROUTE_ADVICE } from "./rtc.js";
+import { Room, gathered, NO_ROUTE_ADVICE } from "./rtc.js";
+import { $, params, xfer, ui, human, render, refreshDetails, finish, ICE_DEADLINE_MS } from "./ui.js";
+import { startSendPage } from "./send.js";
 
-const $ = (id) => document.getElementById(id);
-const params = new URLSearchParams(location.search);
-const ICE_DEADLINE_MS = Number(params.get("ice_timeout") || 20) * 1000;
 const MAX_MESSAGE_SIZE = 262144;
-let resolveFinished;
-const xfer = window.xfer = {
-  role: "receiver", state: "idle", code: null, outcome: null, error_code: null, message: null,
-  files: [], bytes: 0,
-  connection: { candidate_types_local: [], candidate_types_remote: [], selected_pair: null, rtt_ms: null, max_message_size: 65536 },
-  finished: new Promise((r) => { resolveFinished = r; }),
-};
-
-const human = (n) => n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(1)} KiB` : n < 2 ** 30 ? `${(n / 1048576).toFixed(1)} MiB` : `${(n / 2 ** 30).toFixed(2)} GiB`;
-
-let pc = null, channel = null, room = null, core = null, opfs = null, startedAt = 0, totalBytes = 0;
-const sinks = new Map(); // file id -> {writable, hasher, next, pending: Map(chunk -> {seq, payload}), handle}
+let pc = null, channel = null, room = null, core = null, opfs = null;
+const sinks = new Map(); // file id -> {handle, writable, hasher, next, pending: Map(chunk -> frame), queue}
 const fileEnds = new Map();
-
-function render() {
-  const done = xfer.files.filter((f) => f.status === "verified").length;
-  const secs = (performance.now() - startedAt) / 1000;
-  const rate = startedAt && secs > 0 ? xfer.bytes / secs : 0;
-  const eta = rate > 0 ? Math.round((totalBytes - xfer.bytes) / rate) : null;
-  $("progress").textContent = totalBytes || xfer.files.length
-    ? `${human(xfer.bytes)} of ${human(totalBytes)} · ${human(rate)}/s · ETA ${eta ?? "?"} s · files done ${done}/${xfer.files.length}` : "";
-  $("files-table").tBodies[0].replaceChildren(...xfer.files.map((f) => {
-    const tr = document.createElement("tr");
-    for (const t of [f.path, human(f.size), f.status]) tr.appendChild(document.createElement("td")).textContent = t;
-    tr.dataset.status = f.status;
-    return tr;
-  }));
-}
-
-async function refreshDetails() {
-  Object.assign(xfer.connection, await diagnostics(pc).catch(() => ({})));
-  $("details-text").textContent = `state: ${xfer.state}\nICE: ${pc?.iceConnectionState ?? "-"}\n${JSON.stringify(xfer.connection, null, 1)}`
-    + (xfer.outcome === "no_route" ? `\n\n${NO_ROUTE_ADVICE}` : "");
-}
-
-function finish(outcome, code, message) {
-  if (xfer.outcome) return;
-  Object.assign(xfer, { outcome, error_code: code ?? null, message, state: "done" });
-  const words = { completed: "Completed", failed: "Failed", rejected: "Rejected", cancelled: "Cancelled", no_route: "No route" }[outcome];
-  $("outcome").textContent = `${words}${code && outcome !== "completed" ? ` (${code})` : ""}: ${message}`;
-  $("cancel").classList.add("hidden");
-  $("offer-box").classList.add("hidden");
-  for (const [id, s] of sinks) if (xfer.files[id].status !== "verified") discard(id, s);
-  refreshDetails().finally(() => {
-    render();
-    resolveFinished({ ...xfer, finished: undefined });
-    // Keep the channel a moment so our last frames (done_ack, error) get out.
-    setTimeout(() => { pc?.close(); room?.close(); }, outcome === "completed" ? 5000 : 1000);
-  });
-}
+ui.onFinish = () => { for (const [id, s] of sinks) if (xfer.files[id].status !== "verified") discard(id, s); };
+ui.close = () => { pc?.close(); room?.close(); };
 
 async function discard(id, s) {
   sinks.delete(id);
@@ -153,7 +107,7 @@ window.xferReadFile = async (path) => {
 // -- connection ---------------------------------------------------------------
 
 async function onManifest(files, total) {
-  totalBytes = total;
+  ui.totalBytes = total;
   xfer.files = files.map((f) => ({ id: f.id, path: f.path, size: f.size, status: "pending", sha256: null }));
   xfer.state = "deciding";
   const top = [...new Set(files.map((f) => f.path.split("/")[0]))];
@@ -168,7 +122,7 @@ async function doAccept() {
   $("offer-box").classList.add("hidden");
   opfs = await navigator.storage.getDirectory();
   for (const f of xfer.files) sinks.set(f.id, await openSink(f.id));
-  startedAt = performance.now();
+  ui.startedAt = performance.now();
   xfer.state = "transferring";
   core.accept();
   for (const f of xfer.files) if (f.size === 0 && fileEnds.has(f.id)) maybeVerify(f.id);
@@ -188,7 +142,7 @@ function join(code) {
 
 async function onSignal(data) {
   if (data.type === "offer") {
-    pc = new RTCPeerConnection({ iceServers: (params.get("stun") || "").split(",").filter(Boolean).map((u) => ({ urls: u })) });
+    pc = ui.pc = new RTCPeerConnection({ iceServers: (params.get("stun") || "").split(",").filter(Boolean).map((u) => ({ urls: u })) });
     xfer.state = "connecting";
     const deadline = setTimeout(() => { if (!channel || channel.readyState !== "open") finish("no_route", "no_route", NO_ROUTE_ADVICE); }, ICE_DEADLINE_MS);
     pc.ondatachannel = (e) => { clearTimeout(deadline); adopt(e.channel); };
@@ -226,11 +180,14 @@ function adopt(ch) {
   ch.onclose = () => { if (!xfer.outcome) finish("failed", "timeout", "the connection to the sender was lost"); };
 }
 
-setInterval(() => { core?.tick(); if (xfer.state === "transferring") render(); }, 200);
-setInterval(refreshDetails, 2000);
+setInterval(() => core?.tick(), 200);
 $("accept").onclick = doAccept;
 $("reject").onclick = () => core?.reject("declined by the user");
-$("cancel").onclick = () => core ? core.cancel() : finish("cancelled", "user_cancelled", "cancelled by the user");
+$("cancel").addEventListener("click", () => { if (xfer.role === "receiver") core ? core.cancel() : finish("cancelled", "user_cancelled", "cancelled by the user"); });
 $("join").onclick = () => join($("code-input").value);
 const code = params.get("code") || decodeURIComponent(location.hash.slice(1));
-if (code) join(code); else $("join-box").classList.remove("hidden");
+if (code) join(code);
+else {
+  $("join-box").classList.remove("hidden");
+  startSendPage();
+}
