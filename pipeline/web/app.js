@@ -48,9 +48,10 @@ async function onChunk(d) {
 }
 
 function ioFail(id, e) {
+  if (xfer.outcome) return; // the session already ended; its partials are being deleted
   xfer.files[id].status = "io_error";
   core.verdict(id, "io_error", null);
-  core.fail("io_error", `cannot write ${xfer.files[id].path}: ${e.message ?? e}`, true);
+  core.fail("io_error", `cannot write ${xfer.files[id].path}: ${e?.message ?? e}`, true);
 }
 
 async function maybeVerify(id) {
