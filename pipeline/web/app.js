@@ -77,9 +77,42 @@ async function maybeVerify(id) {
   maybeDoneAck();
 }
 
+let dirHandle = null; // File System Access API: the folder the user chose (sink "dir")
+
+/** Ask for a folder when the browser can and the user clicked Accept (a picker needs a gesture). */
+async function pickDirectory(byClick) {
+  const sink = params.get("sink") || "auto";
+  if (!window.showDirectoryPicker || !(sink === "dir" || (sink === "auto" && byClick))) return;
+  try {
+    dirHandle = await window.showDirectoryPicker({ mode: "readwrite" });
+  } catch {
+    dirHandle = null; // declined or unavailable (headless): per-file downloads instead
+  }
+}
+
+/** Copy a verified file into the chosen folder; never overwrites an existing file. */
+async function saveToDirectory(f, file) {
+  const parts = f.path.split("/");
+  let dir = dirHandle;
+  for (const p of parts.slice(0, -1)) dir = await dir.getDirectoryHandle(p, { create: true });
+  const name = parts[parts.length - 1];
+  const exists = await dir.getFileHandle(name).then(() => true, () => false);
+  if (exists) throw new Error(`${f.path} already exists in the chosen folder`);
+  await file.stream().pipeTo(await (await dir.getFileHandle(name, { create: true })).createWritable());
+}
+
 async function deliver(id, f, handle) {
   // The File from OPFS is backed by disk, not memory; only verified files get here.
   const file = await handle.getFile();
+  if (dirHandle) {
+    try {
+      await saveToDirectory(f, file);
+      await opfs.removeEntry(`partial-${id}`);
+      return;
+    } catch (e) {
+      $("outcome").textContent = `Saved ${f.path} as a download instead: ${e.message}`;
+    }
+  }
   const a = document.createElement("a");
   a.href = URL.createObjectURL(file);
   a.download = f.path.split("/").pop();
@@ -115,16 +148,17 @@ async function onManifest(files, total) {
   $("offer").textContent = `${files.length} files, ${human(total)}: ${top.slice(0, 10).join(", ")}${top.length > 10 ? ", …" : ""}`;
   $("offer-box").classList.remove("hidden");
   render();
-  if (params.get("yes") === "1") doAccept();
+  if (params.get("yes") === "1") doAccept(null);
 }
 
-async function doAccept() {
+async function doAccept(event) {
   if (xfer.state !== "deciding") return;
+  xfer.state = "transferring"; // before any await: a second click changes nothing
   $("offer-box").classList.add("hidden");
+  await pickDirectory(Boolean(event?.isTrusted));
   opfs = await navigator.storage.getDirectory();
   for (const f of xfer.files) sinks.set(f.id, await openSink(f.id));
   ui.startedAt = performance.now();
-  xfer.state = "transferring";
   core.accept();
   for (const f of xfer.files) if (f.size === 0 && fileEnds.has(f.id)) maybeVerify(f.id);
 }
