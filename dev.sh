@@ -2,7 +2,7 @@
 # One entry point that sets everything up on a fresh clone of a fresh machine
 # and then runs what was asked:
 #   ./dev.sh demo   - a complete local transfer of a generated sample media directory
-#   ./dev.sh test   - lint, type-check and the whole test suite
+#   ./dev.sh test   - lint, type-check, the web app's JS unit tests and the whole test suite
 # Set-up is idempotent: the virtual environment is rebuilt only when
 # requirements.lock or pyproject.toml changes, and apt-get runs only for missing system packages.
 set -euo pipefail
@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 VENV=.venv
-SYSTEM_PACKAGES=(coturn iproute2 iptables)
+SYSTEM_PACKAGES=(coturn iproute2 iptables chromium nodejs)
 
 log() { printf '[dev.sh] %s\n' "$*" >&2; }
 
@@ -20,9 +20,13 @@ install_system_packages() {
     command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
     command -v ip >/dev/null 2>&1 || missing+=(iproute2)
     command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+    # The browser tests drive Debian's chromium (never a downloaded one) and the
+    # web app's JS unit tests run under node; without them `test` fails, not skips.
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    command -v node >/dev/null 2>&1 || missing+=(nodejs)
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-        log "missing system packages (${missing[*]}); network-lab tests will skip"
+        log "missing system packages (${missing[*]}); network-lab tests will skip, browser tests fail"
         return 0
     fi
     log "installing system packages: ${missing[*]}"
@@ -63,6 +67,9 @@ case "$cmd" in
         setup_venv
         "$VENV/bin/ruff" check pipeline workers bench tests
         "$VENV/bin/mypy"
+        command -v node >/dev/null 2>&1 || { log "node is missing (apt-get install nodejs)"; exit 1; }
+        # The web app's own unit tests (pipeline/web/tests/*.test.mjs), no npm needed.
+        node --test pipeline/web/tests/
         set +e
         "$VENV/bin/python" -m pytest "$@"
         rc=$?

@@ -98,11 +98,15 @@ class Bench:
         loopback (RTT well under a millisecond) "auto" is the minimum cap."""
         return sctp_flight.resolve(self.defaults.channel.flight_cap, 0.0)
 
-    def measure_ceiling(self, why: str, *, as_shipped: bool = False) -> RawResult:
+    def measure_ceiling(self, why: str, *, as_shipped: bool = False, size: int | None = None) -> RawResult:
         """One raw aiortc run with the defaults' message size, thresholds and flight
-        cap (the stack as the pipeline runs it); ``as_shipped``: without the cap."""
+        cap (the stack as the pipeline runs it); ``as_shipped``: without the cap.
+        ``size``: another size than the ceiling's (such a run is not one of
+        :attr:`ceiling_runs`, whose medians are all at one size)."""
         d = self.defaults
-        size = self.settings.ceiling_size or self.settings.large_size
+        usual = self.settings.ceiling_size or self.settings.large_size
+        own_size = size is not None and size != usual
+        size = size or usual
         cap = None if as_shipped else self.flight_cap
         shown = "no flight cap (aiortc as shipped)" if cap is None else f"flight cap {fmt_size(cap)}"
         log(f"ceiling ({why}): raw aiortc DataChannel, {fmt_size(size)}, {shown}")
@@ -113,7 +117,7 @@ class Bench:
             buffered_low=d.channel.buffered_low,
             cwnd_cap=cap,
         )
-        if not as_shipped:
+        if not as_shipped and not own_size:
             self.ceiling_runs.append(result)
         log(f"  -> {fmt_rate(result.steady_bytes_per_s)} steady, {fmt_rate(result.bytes_per_s)} open→last byte")
         return result

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.context import Bench
-from bench.scenarios import ceiling, impairment, large_file, media, memory, profile, sweep
+from bench.scenarios import browser, ceiling, impairment, large_file, media, memory, profile, sweep
 
 Scenario = Callable[[Bench], dict[str, Any]]
 
@@ -19,9 +19,10 @@ SCENARIOS: dict[str, Scenario] = {
     "sweep": sweep.run,
     "profile": profile.run,
     "impairment": impairment.run,
+    "browser": browser.run,
 }
-# What `python -m bench` runs without names; profile (py-spy) and impairment (root:
-# network namespaces, iptables, tc) are asked for by name.
+# What `python -m bench` runs without names; profile (py-spy), impairment (root:
+# network namespaces, iptables, tc) and browser (chromium) are asked for by name.
 DEFAULT_SCENARIOS: tuple[str, ...] = ("ceiling", "large-file", "memory", "media", "sweep")
 
 DESCRIPTIONS: dict[str, str] = {
@@ -32,4 +33,5 @@ DESCRIPTIONS: dict[str, str] = {
     "sweep": "chunk size × window × ring slots × bufferedAmount thresholds (baseline: defaults)",
     "profile": "py-spy on both connection processes during a transfer (where the CPU goes)",
     "impairment": "two NATs, 40 ms RTT / 1 % / 5 % loss / 8 Mbit/s (root; baseline: raw aiortc, same condition)",
+    "browser": "CLI→browser, browser→CLI, browser→browser with the web app in chromium (baseline: raw aiortc, same size)",
 }

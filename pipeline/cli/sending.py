@@ -21,6 +21,7 @@ from pipeline.cli.usage import OneLineErrorParser, usage_error
 from pipeline.config import Config
 from pipeline.signaling.codes import new_code, normalize_code
 from pipeline.signaling.server import SignalingServer
+from pipeline.signaling.webapp import packaged_web_root, page_link
 from pipeline.sources import SourceError, Sources, collect_sources
 from pipeline.supervisor import Supervisor
 from pipeline.units import format_bytes
@@ -45,13 +46,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
-def receive_commands(code: str, urls: list[str]) -> str:
+def receive_commands(code: str, urls: list[str], page: bool = False) -> str:
     """What to run on the receiving side; printed whatever --quiet says, since nobody
-    could learn a random code otherwise."""
+    could learn a random code otherwise.  With ``page`` (the embedded server serves
+    the web app) also the browser link for each URL."""
     if len(urls) == 1:
-        return f"On the receiving side run:\n  pipeline-receive {code} --signal {urls[0]}"
-    lines = [f"  pipeline-receive {code} --signal {url}" for url in urls]
-    return "\n".join(["On the receiving side run one of these (the address the other machine reaches):", *lines])
+        text = f"On the receiving side run:\n  pipeline-receive {code} --signal {urls[0]}"
+    else:
+        lines = [f"  pipeline-receive {code} --signal {url}" for url in urls]
+        text = "\n".join(["On the receiving side run one of these (the address the other machine reaches):", *lines])
+    if page:
+        links = [f"  {page_link(url, code)}" for url in urls]
+        text = "\n".join([text, "or open in a browser:", *links])
+    return text
 
 
 async def run(cfg: Config, sources: Sources, code: str) -> int:
@@ -59,7 +66,9 @@ async def run(cfg: Config, sources: Sources, code: str) -> int:
     url = cfg.signal.url
     peer_urls = [url] if url is not None else []
     if url is None:
-        server = SignalingServer(host=cfg.signal.host, port=cfg.signal.port)
+        server = SignalingServer(
+            host=cfg.signal.host, port=cfg.signal.port, web_root=packaged_web_root()
+        )
         await server.start()
         url = server.url
         peer_urls = server.reachable_urls
@@ -67,7 +76,7 @@ async def run(cfg: Config, sources: Sources, code: str) -> int:
     telemetry = new_telemetry(cfg)
     try:
         print(f"Sending {len(sources.entries)} files ({format_bytes(sources.total_bytes)}) with code {code}", flush=True)
-        print(receive_commands(code, peer_urls), flush=True)
+        print(receive_commands(code, peer_urls, page=server is not None and server.serves_page), flush=True)
         for path in sources.skipped:
             reporter.say(f"skipped (symbolic link or special file): {path}")
         for path, reason in sources.unreadable:

@@ -1,7 +1,8 @@
 """``pipeline-signal``: run the signaling server (Appendix C) until SIGINT/SIGTERM.
 
-Prints one line, ``signaling server listening on ws://HOST:PORT/ws``, once the
-socket is bound (``--port 0`` picks a free port; the line says which), logs
+Prints ``signaling server listening on ws://HOST:PORT/ws`` once the socket is
+bound (``--port 0`` picks a free port; the line says which), then, when the
+install ships the browser app, ``web app at http://HOST:PORT/``; logs
 room closures to stderr, and exits 0 on SIGINT or SIGTERM after disconnecting
 every client.  Usage errors exit 2, a port that cannot be bound exits 1.
 """
@@ -17,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from pipeline.cli.usage import OneLineErrorParser
 from pipeline.signaling.server import SignalingServer
+from pipeline.signaling.webapp import packaged_web_root
 
 
 def _port(text: str) -> int:
@@ -60,7 +62,9 @@ async def _serve(args: argparse.Namespace) -> int:
     for signum in stop_signals:
         loop.add_signal_handler(signum, stop.set)
     try:
-        server = SignalingServer(host=args.host, port=args.port, room_ttl=args.room_ttl)
+        server = SignalingServer(
+            host=args.host, port=args.port, room_ttl=args.room_ttl, web_root=packaged_web_root()
+        )
         try:
             await server.start()
         except OSError as exc:
@@ -68,6 +72,9 @@ async def _serve(args: argparse.Namespace) -> int:
             return 1
         try:
             print(f"signaling server listening on {server.url}", flush=True)
+            if server.serves_page:
+                page = server.url.replace("ws://", "http://", 1).removesuffix("ws")
+                print(f"web app at {page}", flush=True)
             await stop.wait()
         finally:
             await server.close()

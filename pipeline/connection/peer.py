@@ -8,7 +8,10 @@ server, so no server can ever carry file bytes.
 The offerer is always the sender (B.1).  Descriptions are exchanged whole
 (aiortc gathers before ``setLocalDescription`` returns, so its SDP carries every
 candidate and ``a=end-of-candidates``); trickled candidates from a browser peer
-are accepted too.
+are accepted too.  A browser's mDNS host candidates (``<uuid>.local``) are
+dropped before aiortc sees them: aioice cannot resolve them here and waits 1 s
+per name, while the browser's own checks reach us anyway and aiortc learns the
+address as peer-reflexive (../shared/notes/browser.md).
 """
 
 from __future__ import annotations
@@ -174,7 +177,9 @@ class PeerLink:
         def on_datachannel(channel: RTCDataChannel) -> None:
             self._adopt(channel)
 
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
+        await self.pc.setRemoteDescription(
+            RTCSessionDescription(sdp=without_mdns_candidates(offer["sdp"]), type="offer")
+        )
         ice_probe.watch(self.pc)
         self._start_nat_probe()
         await self.pc.setLocalDescription(await self.pc.createAnswer())
@@ -218,7 +223,8 @@ class PeerLink:
             if data.get("type") == "peer_joined" and not self.answering:
                 raise Superseded(data)  # the receiver came back: offer again
             if want is not None and data.get("type") == want:
-                await self.pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type=want))
+                sdp = without_mdns_candidates(data["sdp"])
+                await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=want))
                 want = None
                 self.exchanged_at = time.monotonic()
                 deadline = self.exchanged_at + timeout  # descriptions exchanged: the connect deadline starts
@@ -232,6 +238,8 @@ class PeerLink:
             await self.pc.addIceCandidate(None)  # end of candidates: lets ICE fail on time
             return
         candidate = candidate_from_sdp(str(line).removeprefix("candidate:"))
+        if is_mdns_host(candidate.ip):
+            return
         candidate.sdpMid = data.get("sdpMid")
         candidate.sdpMLineIndex = data.get("sdpMLineIndex")
         with contextlib.suppress(ValueError):
@@ -343,3 +351,20 @@ async def _probe_nat(stun_servers: list[str]) -> ice_probe.NatMapping | None:
     if len(targets) < 2:
         return None
     return await ice_probe.probe_nat_mapping(list(targets.values()), timeout=NAT_PROBE_TIMEOUT)
+
+
+def is_mdns_host(host: str) -> bool:
+    """Whether a candidate's address is an mDNS name (RFC 8445 obfuscation), not an IP."""
+    return host.lower().endswith(".local")
+
+
+def without_mdns_candidates(sdp: str) -> str:
+    """``sdp`` without its ``a=candidate`` lines whose address is an mDNS name."""
+    kept = []
+    for line in sdp.splitlines(keepends=True):
+        # a=candidate:<foundation> <component> <transport> <priority> <address> <port> typ ...
+        fields = line.split(" ", 5)
+        if line.startswith("a=candidate:") and len(fields) > 4 and is_mdns_host(fields[4]):
+            continue
+        kept.append(line)
+    return "".join(kept)

@@ -30,6 +30,9 @@ Failed joins (``unknown_room``, ``role_taken``, ``room_full``) count against
 the client's address (an IPv6 client counts by its /64): past
 ``unknown_room_limit`` of them within a minute, every join from that address
 is answered ``rate_limited``, so neither role can probe codes online.
+
+Given a ``web_root`` the server also serves the browser app (C.1) at ``/``
+and its files by path (:mod:`.webapp` decides what is servable).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from . import MAX_MESSAGE_BYTES, Error, ErrorCode, Join, Joined, Peer, Role, other_role
 from .codes import normalize_code
+from .webapp import mime_type, resolve_asset
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +207,7 @@ class SignalingServer:
         room_ttl: float = 3600.0,
         max_signals: int = 200,
         unknown_room_limit: int = 20,
-        static_page: str | Path | None = None,
+        web_root: str | Path | None = None,
     ) -> None:
         if room_ttl <= 0:
             raise ValueError("room_ttl must be positive")
@@ -214,7 +218,7 @@ class SignalingServer:
         self._room_ttl = room_ttl
         self._max_signals = max_signals
         self._unknown_room_limit = unknown_room_limit
-        self._static_page = Path(static_page) if static_page is not None else None
+        self._web_root = Path(web_root) if web_root is not None else None
         # Insertion order is creation order, hence expiry order (one TTL for all).
         self._rooms: dict[str, _Room] = {}
         # Ordered by each address's latest failure, so stale entries sit in front.
@@ -232,13 +236,14 @@ class SignalingServer:
     async def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError("server already started")
-        if self._static_page is not None and not self._static_page.is_file():
-            raise FileNotFoundError(f"static page not found: {self._static_page}")
+        if self._web_root is not None and not (self._web_root / "index.html").is_file():
+            raise FileNotFoundError(f"no index.html in the web app directory {self._web_root}")
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/ws", self._handle_ws)
-        if self._static_page is not None:
-            app.router.add_get("/", self._page)
+        if self._web_root is not None:
+            # After /ws and /healthz, which keep their meaning.
+            app.router.add_get("/{path:.*}", self._asset)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
@@ -298,6 +303,11 @@ class SignalingServer:
         return [ws_url(host, self._port) for host in reachable_hosts(self._host, _interface_addresses())]
 
     @property
+    def serves_page(self) -> bool:
+        """Whether ``/`` is the browser app (a web root was given)."""
+        return self._web_root is not None
+
+    @property
     def stats(self) -> dict[str, int]:
         """Totals since start: signal messages and bytes (frames as sent) relayed."""
         return {
@@ -324,9 +334,16 @@ class SignalingServer:
     async def _healthz(self, request: web.Request) -> web.StreamResponse:
         return web.Response(text="ok")
 
-    async def _page(self, request: web.Request) -> web.StreamResponse:
-        assert self._static_page is not None
-        return web.FileResponse(self._static_page)
+    async def _asset(self, request: web.Request) -> web.StreamResponse:
+        assert self._web_root is not None
+        path = resolve_asset(self._web_root, request.match_info["path"])
+        if path is None:
+            raise web.HTTPNotFound()
+        # no-cache: revalidate every load (FileResponse answers 304 on a matching
+        # ETag), so a page from an older install never runs against a newer peer.
+        return web.FileResponse(
+            path, headers={"Content-Type": mime_type(path), "Cache-Control": "no-cache"}
+        )
 
     async def _handle_ws(self, request: web.Request) -> web.StreamResponse:
         ws = _SignalingSocket(max_msg_size=_READ_LIMIT, heartbeat=HEARTBEAT_SECONDS, compress=False)

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yarl
 
 from pipeline.cli import signal_server
 from pipeline.signaling import Peer, Signal
@@ -119,18 +120,92 @@ def test_healthz_answers_ok() -> None:
     run(scenario)
 
 
-def test_static_page_is_served_at_root(tmp_path: Path) -> None:
-    page = tmp_path / "index.html"
-    page.write_text("<!doctype html><title>pipeline</title>")
+def web_app(root: Path) -> Path:
+    """A small app tree like pipeline/web/, plus things that must stay private."""
+    (root / "vendor").mkdir(parents=True)
+    (root / "index.html").write_text("<!doctype html><title>pipeline</title>")
+    (root / "app.mjs").write_text("export const x = 1;")
+    (root / "main.js").write_text("import './app.mjs';")
+    (root / "vendor" / "sha256.wasm").write_bytes(b"\0asm\1\0\0\0")
+    (root / ".env").write_text("hidden")
+    (root / "package-lock.json.orig").write_text("unknown type")
+    return root
+
+
+def test_the_web_app_is_served_with_module_and_wasm_types(tmp_path: Path) -> None:
+    root = web_app(tmp_path / "web")
 
     async def scenario() -> None:
-        async with serving(static_page=page) as (server, session):
+        async with serving(web_root=root) as (server, session):
+            assert server.serves_page
             http = server.url.replace("ws://", "http://").removesuffix("/ws")
-            async with session.get(f"{http}/") as response:
-                assert response.status == 200
-                assert await response.text() == page.read_text()
+            expected = {
+                "/": ("text/html", (root / "index.html").read_bytes()),
+                "/index.html": ("text/html", (root / "index.html").read_bytes()),
+                "/app.mjs": ("text/javascript", (root / "app.mjs").read_bytes()),
+                "/main.js": ("text/javascript", (root / "main.js").read_bytes()),
+                "/vendor/sha256.wasm": ("application/wasm", (root / "vendor" / "sha256.wasm").read_bytes()),
+            }
+            for path, (mime, body) in expected.items():
+                async with session.get(f"{http}{path}") as response:
+                    assert response.status == 200, path
+                    assert response.content_type == mime, path
+                    assert response.headers["Cache-Control"] == "no-cache"
+                    assert await response.read() == body
+            async with session.get(f"{http}/healthz") as response:
+                assert await response.text() == "ok"  # not shadowed by the app
+            sender, joined = await join(session, server, "sender")
+            assert joined["t"] == "joined"  # /ws neither
+            await sender.close()
 
     run(scenario)
+
+
+def test_the_web_app_never_serves_outside_its_directory_or_a_listing(tmp_path: Path) -> None:
+    root = web_app(tmp_path / "web")
+    (tmp_path / "secret.html").write_text("outside")
+    (root / "vendor" / "escape.html").symlink_to(tmp_path / "secret.html")
+
+    async def scenario() -> None:
+        async with serving(web_root=root) as (server, session):
+            http = server.url.replace("ws://", "http://").removesuffix("/ws")
+            refused = [
+                "/vendor/",  # a directory: no listing
+                "/vendor",
+                "/.env",  # hidden
+                "/package-lock.json.orig",  # not a type the app uses
+                "/missing.js",
+                "/vendor/escape.html",  # a symbolic link out of the root
+                "/../secret.html",
+                "/%2e%2e/secret.html",
+                "/vendor/%2e%2e/%2e%2e/secret.html",
+                "/vendor/..%2f..%2fsecret.html",
+                "/%2fetc%2fpasswd.txt",
+                "/..%5csecret.html",
+            ]
+            for path in refused:
+                # yarl would normalize the dots away; send the path as written.
+                async with session.get(yarl.URL(f"{http}{path}", encoded=True)) as response:
+                    assert response.status == 404, path
+                    assert b"outside" not in await response.read(), path
+
+    run(scenario)
+
+
+def test_without_a_web_root_there_is_no_page() -> None:
+    async def scenario() -> None:
+        async with serving() as (server, session):
+            assert not server.serves_page
+            http = server.url.replace("ws://", "http://").removesuffix("/ws")
+            async with session.get(f"{http}/index.html") as response:
+                assert response.status == 404
+
+    run(scenario)
+
+
+def test_a_web_root_without_index_html_is_refused_at_start(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"index\.html"):
+        asyncio.run(SignalingServer(web_root=tmp_path).start())
 
 
 # -- rooms ----------------------------------------------------------------------

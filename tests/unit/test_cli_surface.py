@@ -212,3 +212,11 @@ def test_the_printed_commands_one_per_url() -> None:
     lines = sending.receive_commands("7-orbit-lantern-velvet", urls).splitlines()
     assert lines[0].startswith("On the receiving side run one of these")
     assert lines[1:] == [f"  pipeline-receive 7-orbit-lantern-velvet --signal {url}" for url in urls]
+
+
+def test_the_printed_commands_add_a_browser_link_when_the_page_is_served() -> None:
+    urls = ["ws://192.0.2.7:5/ws", "ws://10.0.0.2:5/ws"]
+    lines = sending.receive_commands("7-orbit-lantern-velvet", urls, page=True).splitlines()
+    assert lines[3] == "or open in a browser:"
+    assert lines[4:] == [f"  http://{host}:5/#7-orbit-lantern-velvet" for host in ("192.0.2.7", "10.0.0.2")]
+    assert "browser" not in sending.receive_commands("7-orbit-lantern-velvet", urls)

@@ -1,0 +1,47 @@
+// Signaling (Appendix C over WebSocket /ws) and the peer connection: the browser
+// receiver answers the sender's offer; ICE is gathered fully before the answer.
+export class Room {
+  constructor(url, code, role, onSignal, onEvent) {
+    this.ws = new WebSocket(url);
+    this.ws.onopen = () => this.ws.send(JSON.stringify({ t: "join", room: code, role }));
+    this.ws.onmessage = (m) => {
+      const msg = JSON.parse(m.data);
+      if (msg.t === "signal") onSignal(msg.data);
+      else onEvent(msg);
+    };
+    this.ws.onclose = () => onEvent({ t: "closed" });
+  }
+  signal(data) { this.ws.send(JSON.stringify({ t: "signal", data })); }
+  close() { try { this.ws.close(); } catch { /* already closed */ } }
+}
+
+export function gathered(pc) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    pc.addEventListener("icegatheringstatechange", () => { if (pc.iceGatheringState === "complete") resolve(); });
+    setTimeout(resolve, 5000); // an unreachable STUN server must not hold the answer forever
+  });
+}
+
+/** Candidate types and the selected pair with its RTT, from getStats (A.4). */
+export async function diagnostics(pc) {
+  const out = { candidate_types_local: [], candidate_types_remote: [], selected_pair: null, rtt_ms: null };
+  if (!pc) return out;
+  const stats = await pc.getStats();
+  const byId = new Map();
+  stats.forEach((s) => byId.set(s.id, s));
+  for (const s of byId.values()) {
+    const list = s.type === "local-candidate" ? out.candidate_types_local : s.type === "remote-candidate" ? out.candidate_types_remote : null;
+    if (list && !list.includes(s.candidateType)) list.push(s.candidateType);
+    if (s.type === "candidate-pair" && (s.selected || (s.nominated && s.state === "succeeded"))) {
+      const l = byId.get(s.localCandidateId), r = byId.get(s.remoteCandidateId);
+      out.selected_pair = { local: `${l?.candidateType} ${l?.address}:${l?.port}`, remote: `${r?.candidateType} ${r?.address}:${r?.port}` };
+      if (s.currentRoundTripTime !== undefined) out.rtt_ms = Math.round(s.currentRoundTripTime * 1000);
+    }
+  }
+  return out;
+}
+
+export const NO_ROUTE_ADVICE = "No direct network path was found between the two devices (no relay is ever used). "
+  + "Most likely both are behind strict (symmetric) NATs or a firewall blocks UDP. "
+  + "Try: the same Wi-Fi/LAN, IPv6, a port forward, a VPN such as WireGuard, or another network.";
