@@ -80,7 +80,7 @@ class Downloads:
 
     def watch(self, page: Page) -> Downloads:
         self.into.mkdir(parents=True, exist_ok=True)
-        page.on("download", self.started.append)
+        page.on("download", lambda download: self.started.append(download))
         return self
 
     def save(self) -> dict[str, Path]:

@@ -189,6 +189,7 @@ def test_a_wrong_digest_from_a_cli_sender_is_a_hash_mismatch_with_no_download(
     chromium: Browser, launcher: Launcher, signal_server: SignalServer, tmp_path: Path
 ) -> None:
     code = new_code()
+    launcher.env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])  # tests.rogue_peer
     rogue = launcher.start(
         "rogue",
         "tests.rogue_peer",
@@ -202,7 +203,7 @@ def test_a_wrong_digest_from_a_cli_sender_is_a_hash_mismatch_with_no_download(
     summary = finished(page, 60_000)
     console = chromium.console(page)
     assert summary["outcome"] == "failed", (summary, console, rogue.text())
-    assert summary["error_code"] == "hash_mismatch", summary
+    assert summary["error_code"] == "hash_mismatch", (summary["message"], summary, rogue.text())
     statuses = {entry["path"]: entry["status"] for entry in summary["files"]}
     assert statuses["bad.bin"] == "mismatch", statuses
     assert "bad.bin" not in downloads.save()  # never offered as if it were good
