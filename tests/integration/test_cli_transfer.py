@@ -26,6 +26,7 @@ import pytest
 from pipeline.connection.sctp_flight import cap_for_rtt
 from pipeline.mediagen import generate_media_tree, tree_digest
 from pipeline.signaling.codes import is_valid_code
+from pipeline.signaling.webapp import page_link
 from pipeline.units import format_rate
 from tests.cli_harness import Finished, Launcher, Proc, free_port, receiver_args, start_pair
 
@@ -315,4 +316,10 @@ def test_quiet_still_prints_the_random_code_and_the_command(tmp_path: Path, laun
     # Nothing but the result: no progress, no status, no offer (--yes), no "completed".
     assert received.stdout == "" and received.stderr == "", received
     assert sent.stderr == "", sent.stderr
-    assert sent.stdout.splitlines()[1:] == ["On the receiving side run:", f"  pipeline-receive {code} --signal {url}"]
+    # The embedded server serves the web app, so the browser link is part of the result.
+    assert sent.stdout.splitlines()[1:] == [
+        "On the receiving side run:",
+        f"  pipeline-receive {code} --signal {url}",
+        "or open in a browser:",
+        f"  {page_link(url, code)}",
+    ]
