@@ -50,7 +50,9 @@ import mmap
 import os
 import re
 import secrets
+import signal
 import stat
+import time
 from multiprocessing import resource_tracker, shared_memory
 from types import TracebackType
 from typing import Final, Self
@@ -230,3 +232,38 @@ class SlotRing:
             f"SlotRing({self._spec.name!r}, slots={self._spec.slots}, "
             f"slot_size={self._spec.slot_size}, {role}, {state})"
         )
+
+
+def stop_resource_tracker(timeout: float = 2.0) -> None:
+    """End and reap the resource tracker this process started, if any.
+
+    :meth:`SlotRing.create` starts multiprocessing's resource tracker (the safety
+    net that unlinks a ring whose owner was SIGKILLed).  It is a child of this
+    process and would otherwise exit only after this process has: for a moment
+    a process of the session outlives the CLI.  Call this at the very end, when
+    every ring is unlinked and every child reaped.  Closing the tracker's pipe
+    ends it (it unlinks whatever is still registered, which should be nothing);
+    it is reaped within ``timeout`` or killed.  Uses ``ResourceTracker``'s
+    private ``_lock``/``_fd``/``_pid`` (CPython 3.8-3.13); absent, nothing happens.
+    """
+    tracker = getattr(resource_tracker, "_resource_tracker", None)
+    lock = getattr(tracker, "_lock", None)
+    if tracker is None or lock is None or not hasattr(tracker, "_fd") or not hasattr(tracker, "_pid"):
+        return
+    with lock:
+        fd, pid = tracker._fd, tracker._pid
+        if fd is None or pid is None:
+            return  # never started here (or inherited from a parent: not ours to stop)
+        tracker._fd = tracker._pid = None
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        deadline = time.monotonic() + timeout
+        try:
+            while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    return
+                time.sleep(0.005)
+        except ChildProcessError:
+            pass  # already reaped

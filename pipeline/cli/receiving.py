@@ -23,6 +23,7 @@ from pipeline.cli.common import (
 from pipeline.cli.usage import OneLineErrorParser, usage_error
 from pipeline.config import Config
 from pipeline.offer import OfferCheck, check_offer, describe_offer
+from pipeline.shm_ring import stop_resource_tracker
 from pipeline.signaling.codes import is_valid_code, normalize_code
 from pipeline.supervisor import ReceiverPlan, Supervisor
 from pipeline.units import format_bytes
@@ -168,7 +169,10 @@ def main(argv: list[str] | None = None) -> None:
         uvloop.install()
     except ImportError:
         pass
-    status = asyncio.run(run(cfg, code, url, out_dir))
+    try:
+        status = asyncio.run(run(cfg, code, url, out_dir))
+    finally:
+        stop_resource_tracker()  # no process of ours outlives us
     if created and status != 0:
         with contextlib.suppress(OSError):
             os.rmdir(out_dir)  # we made it and it stayed empty

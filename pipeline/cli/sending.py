@@ -19,6 +19,7 @@ from pipeline.cli.common import (
 )
 from pipeline.cli.usage import OneLineErrorParser, usage_error
 from pipeline.config import Config
+from pipeline.shm_ring import stop_resource_tracker
 from pipeline.signaling.codes import new_code, normalize_code
 from pipeline.signaling.server import SignalingServer
 from pipeline.signaling.webapp import packaged_web_root, page_link
@@ -142,7 +143,11 @@ def main(argv: list[str] | None = None) -> None:
         uvloop.install()
     except ImportError:
         pass
-    sys.exit(asyncio.run(run(cfg, sources, code)))
+    try:
+        status = asyncio.run(run(cfg, sources, code))
+    finally:
+        stop_resource_tracker()  # no process of ours outlives us
+    sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ into a :class:`Diagnosis` a non-expert can act on.
 
 The decision order (first match wins) and the signal each step relies on::
 
+    this side gathered no candidate at all    -> no_local_address
+    the peer offered none, and none arrived   -> peer_no_address
     STUN not configured, nothing arrived      -> no_stun_different_networks
     STUN configured, no srflx candidate:
         yet UDP reached the peer (checks)     -> stun_unreachable
@@ -34,6 +36,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Final
 
 CAUSES: Final[tuple[str, ...]] = (
+    "no_local_address",
+    "peer_no_address",
     "udp_blocked",
     "stun_unreachable",
     "symmetric_nat_both",
@@ -76,6 +80,22 @@ _CHECK_STUN: Final = (
 _CONFIGURE_STUN: Final = (
     "Configure a STUN server on both sides with --stun stun:HOST:3478 so each side "
     "can learn its public address."
+)
+_CONNECT_THIS: Final = (
+    "Connect this computer to a network (check the cable or Wi-Fi; `ip addr` should list "
+    "an address besides 127.0.0.1), then try again."
+)
+_CONNECT_PEER: Final = (
+    "Ask the other person to connect their computer to a network (cable or Wi-Fi), "
+    "then try again."
+)
+_CONTAINER: Final = (
+    "In a container or network namespace, give it a network interface with an address "
+    "(not only lo); two programs inside the same one connect over loopback."
+)
+_LOOPBACK_UP: Final = (
+    "For a transfer between two programs on this machine, bring the loopback interface "
+    "up (`ip link set lo up`): both sides then offer 127.0.0.1."
 )
 _FIREWALL_IN: Final = (
     "Allow incoming UDP for this program in the local firewall (or the router's "
@@ -147,6 +167,32 @@ def explain_no_route(obs: Observation) -> Diagnosis:
         f"this side offered {_types(obs.local_types)}; "
         f"the other side offered {_types(obs.remote_types)}"
     )
+
+    if not obs.local_types:
+        return Diagnosis(
+            cause="no_local_address",
+            summary=(
+                "This side gathered no network address at all to offer "
+                f"(the other side offered {_types(obs.remote_types)})."
+            ),
+            likely=(
+                "This machine has no usable network address: no interface with an IPv4 "
+                "address or a global IPv6 address is up (only a loopback interface that is "
+                "down, or an IPv6 link-local address, which WebRTC does not use)."
+            ),
+            advice=[_CONNECT_THIS, _CONTAINER, _LOOPBACK_UP],
+        )
+
+    if not obs.remote_types and not obs.checks_from_peer:
+        return Diagnosis(
+            cause="peer_no_address",
+            summary=(
+                f"The other side offered no network address at all (this side offered "
+                f"{_types(obs.local_types)}), and nothing from it arrived."
+            ),
+            likely="The other computer has no usable network address (it reports the same).",
+            advice=[_CONNECT_PEER, _CONTAINER],
+        )
 
     if not obs.stun_configured and not obs.checks_from_peer:
         return Diagnosis(

@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from pipeline import control
-from pipeline.connection import sctp_flight, sctp_path
+from pipeline.connection import host_addresses, sctp_flight, sctp_path
 from pipeline.connection.dataplane import DataPlane, read_pipe
 from pipeline.connection.peer import (
     LOCAL_MAX_MESSAGE_SIZE,
@@ -560,6 +560,7 @@ def run_connection(params: control.ConnParams, ctl: PipeEnd, pipes: dict[str, Pi
     """``multiprocessing.Process`` target."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     logging.basicConfig(level=log_level, format="%(asctime)s %(processName)s %(name)s: %(message)s")
+    host_addresses.install()  # a host with only lo still reaches a peer on itself
     try:
         import uvloop
     except ImportError:

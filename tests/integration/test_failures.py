@@ -91,6 +91,8 @@ class Side:
     proc: Proc
     telemetry: Path
     seen: dict[int, psutil.Process] = field(default_factory=dict)  # every pipeline process met
+    # Those of ``seen`` still alive when the CLI's exit was first observed (None: not yet).
+    outlived: list[str] | None = None
 
     @property
     def pid(self) -> int:
@@ -127,7 +129,17 @@ class Side:
         return proc
 
     def snapshot(self) -> None:
-        """Remember every descendant alive now, to check later that none outlived us."""
+        """Remember every descendant alive now, to check later that none outlived us.
+
+        Once the CLI has exited, record at once which of them are still alive: a CLI
+        must have reaped every process it started (the resource tracker included)
+        before it exits, so there is no grace period here.
+        """
+        if self.outlived is not None:
+            return
+        if not self.running():
+            self.outlived = [_describe(p) for p in self.seen.values() if _alive(p)]
+            return
         with contextlib.suppress(psutil.Error):
             for proc in psutil.Process(self.pid).children(recursive=True):
                 self.seen.setdefault(proc.pid, proc)
@@ -283,21 +295,27 @@ def assert_no_leftovers(transfer: Transfer) -> None:
     The suite's fixture checks the same for descendants of the test process, but
     a worker orphaned by its CLI's exit is no longer one: this check still sees it.
     """
-    deadline = time.monotonic() + 5.0
-    alive: list[psutil.Process] = []
-    while time.monotonic() < deadline:
-        alive = [p for side in transfer.sides for p in side.seen.values() if _alive(p)]
-        if not alive:
-            break
-        time.sleep(POLL)
-    described = [f"pid {p.pid}" for p in alive]
+    outlived = {}
+    for name, side in zip(("sender", "receiver"), transfer.sides, strict=True):
+        side.snapshot()
+        outlived[name] = side.outlived
+        assert side.seen, f"no descendant of the {name} CLI was ever seen: the check would be empty"
+    alive = [p for side in transfer.sides for p in side.seen.values() if _alive(p)]
     for proc in alive:
         with contextlib.suppress(psutil.Error):
             proc.kill()
-    assert not alive, f"pipeline processes outlived their CLI: {described}"
+    assert not any(outlived.values()), f"processes alive after their CLI exited: {outlived}"
+    assert not alive, f"pipeline processes outlived their CLI: {[_describe(p) for p in alive]}"
     prefixes = tuple(f"pxfer-{side.pid}-" for side in transfer.sides)
     leftover = [name for name in os.listdir(SHM_DIR) if name.startswith(prefixes)]
     assert not leftover, f"shared-memory segments left in {SHM_DIR}: {leftover}"
+
+
+def _describe(proc: psutil.Process) -> str:
+    try:
+        return f"pid {proc.pid} ({' '.join(proc.cmdline())[:120]})"
+    except psutil.Error:
+        return f"pid {proc.pid}"
 
 
 def _alive(proc: psutil.Process) -> bool:
@@ -378,6 +396,32 @@ def test_sigkill_mid_transfer_fails_both_sides_cleanly(
         # Every process the supervisor started is reaped: the victim by signal, the rest by 0.
         codes = ours["process_exit_codes"]
         assert codes[role] == -signal.SIGKILL, (context, codes)
+        assert_nothing_half_written(out, media.parent)
+    assert_no_leftovers(t)
+
+
+@pytest.mark.parametrize("role", ["writer", "hasher", "connection"])
+def test_ctrl_c_then_sigkill_of_a_receiver_process_leaves_nothing_running(
+    tmp_path: Path, media: Path, role: str
+) -> None:
+    """Ctrl-C on the receiver mid-transfer, and while it winds down one of its processes
+    is SIGKILLed: both CLIs end, and when each exits every process it started (workers,
+    connection process, multiprocessing's resource tracker) is already gone."""
+    out = tmp_path / "received"
+    rng = random.Random()
+    with transfer(tmp_path, [media], out) as t:
+        t.wait_progress()
+        victim = t.wait_role(t.receiver, role)
+        t.snapshot()
+        t.receiver.proc.popen.send_signal(signal.SIGINT)
+        time.sleep(rng.uniform(0.0, 0.5))  # somewhere in the cancel, not a synchronisation
+        t.snapshot()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            victim.send_signal(signal.SIGKILL)
+        sender, receiver, _ = t.wait_exit()
+        # Cancelled by the user (130) or, if the kill won, failed (1); never anything else.
+        assert receiver.returncode in (1, 130), t.logs()
+        assert sender.returncode in (1, 130), t.logs()
         assert_nothing_half_written(out, media.parent)
     assert_no_leftovers(t)
 

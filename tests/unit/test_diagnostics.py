@@ -23,6 +23,10 @@ BASE = Observation(
 )
 
 CASES: dict[str, Observation] = {
+    # Measured in a namespace whose only interface has an IPv6 link-local address
+    # (tests/integration/test_no_route.py): both sides, with and without STUN.
+    "no_local_address": replace(BASE, stun_configured=False, stun_answered=None, local_types=[], remote_types=["host"]),
+    "peer_no_address": replace(BASE, stun_configured=False, stun_answered=None, local_types=["host"], remote_types=[]),
     "udp_blocked": replace(BASE, stun_answered=False, local_types=["host"]),
     "stun_unreachable": replace(
         BASE,
@@ -137,4 +141,19 @@ def test_summary_names_the_candidate_types() -> None:
     assert "this side offered host, srflx" in diagnosis.summary
     assert "the other side offered host" in diagnosis.summary
     empty = explain_no_route(replace(CASES["udp_blocked"], local_types=[]))
-    assert "this side offered none" in empty.summary
+    assert empty.cause == "no_local_address" and "(the other side offered host, srflx)" in empty.summary
+    silent_peer = explain_no_route(replace(CASES["no_stun_different_networks"], remote_types=[]))
+    assert "the other side offered no network address" in silent_peer.summary.lower()
+
+
+def test_no_address_of_its_own_is_not_blamed_on_different_networks() -> None:
+    """Issue 12: a side that gathered nothing used to be told the two computers were
+    on different networks; STUN or not, it is now told it has no address."""
+    for stun in (False, True):
+        ours = explain_no_route(replace(CASES["no_local_address"], stun_configured=stun, stun_answered=False if stun else None))
+        assert ours.cause == "no_local_address"
+        assert "no usable network address" in ours.likely and "different networks" not in ours.to_text()
+        theirs = explain_no_route(replace(CASES["peer_no_address"], stun_configured=stun, stun_answered=True if stun else None, local_types=["host", "srflx"] if stun else ["host"]))
+        assert theirs.cause == "peer_no_address" and "other computer has no usable network address" in theirs.likely
+    # The peer's checks did arrive (its candidates were, e.g., mDNS names we drop): not "no address".
+    assert explain_no_route(replace(CASES["peer_no_address"], checks_from_peer=True)).cause != "peer_no_address"

@@ -206,3 +206,37 @@ def test_resource_tracker_unlinks_after_owner_is_killed() -> None:
         proc.wait(10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_stop_resource_tracker_reaps_it_before_the_owner_exits() -> None:
+    """The CLIs call this last: the tracker a ring started is gone (reaped, not a
+    zombie) while the owner still runs, and nothing is reported leaked."""
+    proc = _run_python(
+        """
+        import os
+        from multiprocessing import resource_tracker
+        from pipeline.shm_ring import SlotRing, stop_resource_tracker
+        with SlotRing.create(slots=1, slot_size=64):
+            pass
+        pid = resource_tracker._resource_tracker._pid
+        assert pid is not None, "creating a ring started no tracker"
+        stop_resource_tracker()
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print("gone", pid)
+        else:
+            print("alive", pid)
+        stop_resource_tracker()  # idempotent
+        with SlotRing.create(slots=1, slot_size=64):  # and a later ring starts a new one
+            pass
+        print("restarted", resource_tracker._resource_tracker._pid != pid)
+        """,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "leaked" not in err, err
+    lines = out.split()
+    assert lines[0] == "gone" and lines[-1] == "True", out
