@@ -13,7 +13,7 @@ and DataChannel (``xfer``, ``xfer/1``); then, by ``--act``:
   sending ``done_ack`` (as if the cut took it), then exits.
 
 It answers ICE consent checks throughout, so the link stays up whatever the
-application does. It prints ``channel open``, then every control frame it
+application does. It prints ``joined the room``, ``channel open``, then every control frame it
 receives as one JSON line (``{"frame": {...}}``), on stdout, and runs until it
 is killed (or, after ``done_ack``/``error``/``cancel``/``reject``, a moment later).
 
@@ -69,6 +69,7 @@ async def connect(args: argparse.Namespace, frames: asyncio.Queue[ControlFrame])
     client = SignalingClient()
     await client.connect(args.signal)
     await client.join(args.code, args.role)
+    print("joined the room", flush=True)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     opened = asyncio.Event()
     channels: list[RTCDataChannel] = []
@@ -131,6 +132,7 @@ async def act(args: argparse.Namespace, channel: RTCDataChannel, frames: asyncio
     manifest = Manifest(part=0, last=True, chunk_size=CHUNK, total_files=len(files), total_bytes=total, files=files)
     channel.send(encode_control(manifest))
     await expect(frames, Accept)
+    await asyncio.sleep(args.delay)  # a sender busy opening and reading its files
     for seq, payload in enumerate((GOOD, BAD)):
         channel.send(encode_data(seq, 0, seq, True, payload))
     channel.send(encode_control(FileEnd(id=0, size=len(GOOD), chunks=1, sha256=hashlib.sha256(GOOD).hexdigest())))
@@ -182,6 +184,7 @@ if __name__ == "__main__":
     parser.add_argument("--role", choices=("sender", "receiver"), required=True)
     parser.add_argument("--act", choices=("mute", "hello", "manifest", "corrupt", "vanish"), default="mute")
     parser.add_argument("--path", default="", help="the file name --act manifest offers")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds between accept and the first DATA")
     parser.add_argument("--signal", required=True)
     parser.add_argument("--code", required=True)
     asyncio.run(main(parser.parse_args()))

@@ -26,7 +26,7 @@ from aiortc import RTCDataChannel
 from pipeline import control
 from pipeline.protocol import events as ev
 from pipeline.protocol.frames import DATA_HEADER_LEN, encode_control, pack_data_header_into
-from pipeline.protocol.receiver import ReceiverMachine
+from pipeline.protocol.receiver import ReceiverMachine, ReceiverState
 from pipeline.protocol.sender import SenderMachine
 from pipeline.shm_ring import SlotRing
 from workers import messages as wm
@@ -70,6 +70,7 @@ class DataPlane:
         self.last_message_at = time.monotonic()
         self.last_progress_at = time.monotonic()
         self._last_cum = 0
+        self._was_awaiting = False
 
     # -- wiring -------------------------------------------------------------------
 
@@ -164,11 +165,29 @@ class DataPlane:
         # error frame and outcome must go out in this same call.
         while outputs := self.machine.drain():
             self._carry_out(outputs)
+        now = time.monotonic()
         cum = self.machine.cum
         if cum != self._last_cum:
             self._last_cum = cum
-            self.last_progress_at = time.monotonic()
+            self.last_progress_at = now
+        awaiting = self.awaiting_peer()
+        if awaiting and not self._was_awaiting:
+            # The watchdogs time the peer's silence only while we wait on it: the
+            # time before (our user at the prompt, our workers starting on a loaded
+            # machine, our reader) is ours.  Counted, it made a slow accept look like
+            # a dead link: a stall, a reconnect the peer may not support, and a
+            # verdict that depended on timing (issue 12).
+            self.last_message_at = self.last_progress_at = now
+        self._was_awaiting = awaiting
         self.flush()
+
+    def awaiting_peer(self) -> bool:
+        """Whether only the peer can move the transfer on: the sender has frames out
+        (acks are due), or the receiver has accepted and waits for data."""
+        m = self.machine
+        if isinstance(m, SenderMachine):
+            return m.window_in_use > 0
+        return m.state is ReceiverState.RECEIVING
 
     def _carry_out(self, outputs: list[ev.Output]) -> None:
         for output in outputs:

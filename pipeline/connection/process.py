@@ -37,7 +37,7 @@ from pipeline.connection.peer import (
 from pipeline.protocol import events as ev
 from pipeline.protocol.frames import PROTOCOL_VERSION
 from pipeline.protocol.outcome import Outcome
-from pipeline.protocol.receiver import ReceiverMachine, ReceiverState
+from pipeline.protocol.receiver import ReceiverMachine
 from pipeline.protocol.sender import SenderMachine
 from pipeline.shm_ring import SlotRing
 from pipeline.signaling.client import SignalingClient, SignalingError
@@ -439,10 +439,11 @@ class ConnectionProcess:
     def _stalled(self, now: float) -> bool:
         """The application watchdog (aiortc alone may report a dead path late or never)."""
         timeout = self.params.progress_timeout
-        m = self.machine
-        if isinstance(m, SenderMachine):
-            return m.window_in_use > 0 and now - self.plane.last_progress_at > timeout
-        return m.state is ReceiverState.RECEIVING and now - self.plane.last_message_at > timeout
+        if not self.plane.awaiting_peer():
+            return False
+        if isinstance(self.machine, SenderMachine):
+            return now - self.plane.last_progress_at > timeout
+        return now - self.plane.last_message_at > timeout
 
     async def _ticker(self) -> None:
         while True:

@@ -17,13 +17,17 @@ process of either pipeline outlives the test.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import random
 import re
 import signal
+import subprocess
+import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -421,10 +425,17 @@ EXIT_HASH_MISMATCH = 4
 
 
 def start_against_rogue(
-    tmp_path: Path, launcher: Launcher, signal_server: SignalServer, rogue_role: str, act: str, *rogue_extra: str
+    tmp_path: Path,
+    launcher: Launcher,
+    signal_server: SignalServer,
+    rogue_role: str,
+    act: str,
+    *rogue_extra: str,
+    receiver_stdin: int | None = None,
 ) -> tuple[Proc, Proc, Path]:
     """Our CLI on one side, ``tests/rogue_peer.py --act ACT`` on the other; returns
-    (ours, rogue, out). Ours runs with a short handshake deadline."""
+    (ours, rogue, out). Ours runs with a short handshake deadline.  Our receiver
+    accepts with ``--yes`` unless ``receiver_stdin`` (a terminal) is given: it asks."""
     out = tmp_path / "out"
     config = launcher.log_dir / "short.yaml"
     config.write_text(f"ice:\n  progress_timeout: {HANDSHAKE_TIMEOUT}\n")
@@ -439,9 +450,10 @@ def start_against_rogue(
         rogue = launcher.start("rogue", "tests.rogue_peer", rogue_args, json_out=False)
     else:
         rogue = launcher.start("rogue", "tests.rogue_peer", rogue_args, json_out=False)
-        time.sleep(1.0)  # the rogue sender makes the room
-        receiver_cmd = receiver_args(code, signal_server.url, out, "--yes", "--config", str(config))
-        ours = launcher.start("receiver", RECEIVE, receiver_cmd)
+        rogue.wait_for_output(r"joined the room", 30, stream="stdout")  # the rogue sender made the room
+        accept = () if receiver_stdin is not None else ("--yes",)
+        receiver_cmd = receiver_args(code, signal_server.url, out, *accept, "--config", str(config))
+        ours = launcher.start("receiver", RECEIVE, receiver_cmd, stdin=receiver_stdin or subprocess.DEVNULL)
     rogue.wait_for_output(r"channel open", PROGRESS_DEADLINE, stream="stdout")
     return ours, rogue, out
 
@@ -534,6 +546,119 @@ def test_a_sender_whose_bytes_do_not_match_its_digest_fails_hash_mismatch(
     assert finished.summary["files_verified"] == 1, finished.summary
     assert {"t": "error", "code": "hash_mismatch"}.items() <= frames[-1].items(), frames
     assert "bad.bin" in str(frames[-1]["message"]) and not any(f["t"] == "done_ack" for f in frames)
+
+
+def assert_wrong_digest_verdict(finished: Finished, rogue: Proc, out: Path, context: str = "") -> None:
+    """What a wrong file_end digest must always give (B.6), whatever the timing."""
+    from tests import rogue_peer
+
+    frames = frames_received(rogue)
+    got = (finished.returncode, finished.summary and finished.summary["error_code"])
+    assert got == (EXIT_HASH_MISMATCH, "hash_mismatch"), f"{context}: {got}, frames {frames}\n{logs(finished)}"
+    results = {f["id"]: f["status"] for f in frames if f["t"] == "file_result"}
+    assert results == {0: "verified", 1: "mismatch"}, (context, frames)
+    assert {"t": "error", "code": "hash_mismatch"}.items() <= frames[-1].items(), (context, frames)
+    assert sorted(os.listdir(out)) == ["good.bin", "keep.txt"], (context, os.listdir(out))
+    assert (out / "good.bin").read_bytes() == rogue_peer.GOOD
+
+
+def test_a_slow_decision_is_not_taken_for_the_peers_silence(
+    tmp_path: Path, launcher: Launcher, signal_server: SignalServer
+) -> None:
+    """Issue 12's race, made deterministic: the receiver takes longer than the
+    progress watchdog (3 s here) to accept, as a user at the prompt or a loaded
+    machine starting the workers does, and the sender then takes a second to send
+    its first DATA.  The sender rightly said nothing meanwhile; the verdict is
+    still the wrong digest's (exit 4), not a stall, a reconnect and a timeout (exit 1)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_bytes(b"already here")
+    master, slave = os.openpty()
+    try:
+        ours, rogue, _ = start_against_rogue(
+            tmp_path, launcher, signal_server, "sender", "corrupt", "--delay", "1", receiver_stdin=slave
+        )
+        os.close(slave)
+        slave = -1
+        ours.wait_for_output(r"Accept\? \[y/N\]", PROGRESS_DEADLINE, stream="stdout")
+        time.sleep(HANDSHAKE_TIMEOUT + 1.5)
+        os.write(master, b"y\n")
+        finished = ours.wait(SESSION_DEADLINE)
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert_wrong_digest_verdict(finished, rogue, out)
+
+
+REPEATS_UNDER_LOAD = 6
+
+
+@contextlib.contextmanager
+def busy_loop() -> Iterator[None]:
+    """A process spinning on one core beside the test, as on a loaded machine."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def test_a_wrong_digest_gets_the_same_verdict_every_time_under_load(
+    tmp_path: Path, launcher: Launcher, signal_server: SignalServer
+) -> None:
+    """The verdict for a given input never depends on timing: the same wrong
+    digest, run again and again with a core kept busy and the sender's first DATA
+    at varying delays, ends exit 4 / hash_mismatch with the same frames each time."""
+    rng = random.Random()
+    with busy_loop():
+        for attempt in range(REPEATS_UNDER_LOAD):
+            run_dir = tmp_path / f"run{attempt}"
+            run_dir.mkdir()
+            out = run_dir / "out"
+            out.mkdir()
+            (out / "keep.txt").write_bytes(b"already here")
+            delay = rng.choice([0.0, 0.05, 0.3, 1.0])
+            ours, rogue, _ = start_against_rogue(run_dir, launcher, signal_server, "sender", "corrupt", "--delay", str(delay))
+            finished = ours.wait(SESSION_DEADLINE)
+            rogue.popen.kill()
+            assert_wrong_digest_verdict(finished, rogue, out, f"run {attempt}, first DATA {delay} s after accept")
+
+
+def test_a_receiver_slow_to_accept_still_completes(tmp_path: Path, launcher: Launcher) -> None:
+    """The sender's side of the same clock: its frames go out only after the
+    receiver's user answered, more than the progress watchdog (3 s) after the
+    connection was made; that is no stall."""
+    source = tmp_path / "src"
+    write_random(source / "clip.mp4", 2 * MiB)
+    config = tmp_path / "short.yaml"
+    config.write_text(f"ice:\n  progress_timeout: {HANDSHAKE_TIMEOUT}\n")
+    out = tmp_path / "out"
+    master, slave = os.openpty()
+    try:
+        sender, receiver = start_pair(
+            launcher,
+            [source],
+            out,
+            sender_extra=("--config", str(config)),
+            receiver_extra=("--config", str(config)),
+            receiver_stdin=slave,
+        )
+        os.close(slave)
+        slave = -1
+        receiver.wait_for_output(r"Accept\? \[y/N\]", PROGRESS_DEADLINE, stream="stdout")
+        time.sleep(HANDSHAKE_TIMEOUT + 1.5)
+        os.write(master, b"y\n")
+        received = receiver.wait(SESSION_DEADLINE)
+        sent = sender.wait(SESSION_DEADLINE)
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert (sent.returncode, received.returncode) == (0, 0), logs(sent, received)
+    assert "reconnecting" not in sent.stderr + received.stderr, logs(sent, received)
+    assert (out / "src" / "clip.mp4").read_bytes() == (source / "clip.mp4").read_bytes()
 
 
 # -- not enough space ------------------------------------------------------------------------------
