@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--profile-size", type=_size, help="file size of the profiled transfer")
     parser.add_argument("--profile-seconds", type=float, help="seconds py-spy samples")
+    parser.add_argument("--soak-sessions", type=int, help="sessions in the soak (default 208, quick 26)")
+    parser.add_argument("--soak-concurrency", type=int, help="soak sessions at a time (default 3)")
     parser.add_argument("--retries", type=int, help="runs again after a hung transfer (default 2)")
     parser.add_argument("--no-plots", dest="plots", action="store_false", default=None, help="skip the PNGs")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
@@ -101,7 +103,7 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Settings, argparse.Na
     unknown_factors = set(settings.sweep_factors) - set(FACTORS)
     if unknown_factors:
         parser.error(f"--sweep-factors: unknown {', '.join(sorted(unknown_factors))} (choose from {', '.join(FACTORS)})")
-    for name in ("ceiling_repeat", "large_repeat", "media_repeat", "media_files", "sweep_repeat"):
+    for name in ("ceiling_repeat", "large_repeat", "media_repeat", "media_files", "sweep_repeat", "soak_sessions", "soak_concurrency"):
         if getattr(settings, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return order, settings, args

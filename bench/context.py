@@ -52,6 +52,8 @@ class Settings:
     profile_seconds: float = 20.0
     plots: bool = True
     retries: int = 2  # a hung transfer is recorded, then run again up to this many times
+    soak_sessions: int = 208  # 16 of each of the 13 cases on average
+    soak_concurrency: int = 3
 
     @classmethod
     def quick_defaults(cls) -> Settings:
@@ -66,6 +68,7 @@ class Settings:
             sweep_default_repeat=2,
             profile_size=128 * MiB,
             profile_seconds=6.0,
+            soak_sessions=26,
         )
 
 

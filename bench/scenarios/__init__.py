@@ -7,7 +7,17 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.context import Bench
-from bench.scenarios import browser, ceiling, impairment, large_file, media, memory, profile, sweep
+from bench.scenarios import (
+    browser,
+    ceiling,
+    impairment,
+    large_file,
+    media,
+    memory,
+    profile,
+    soak,
+    sweep,
+)
 
 Scenario = Callable[[Bench], dict[str, Any]]
 
@@ -20,9 +30,11 @@ SCENARIOS: dict[str, Scenario] = {
     "profile": profile.run,
     "impairment": impairment.run,
     "browser": browser.run,
+    "soak": soak.run,
 }
 # What `python -m bench` runs without names; profile (py-spy), impairment (root:
-# network namespaces, iptables, tc) and browser (chromium) are asked for by name.
+# network namespaces, iptables, tc), browser (chromium) and soak (root: tmpfs for
+# the full disk; ~10 min) are asked for by name.
 DEFAULT_SCENARIOS: tuple[str, ...] = ("ceiling", "large-file", "memory", "media", "sweep")
 
 DESCRIPTIONS: dict[str, str] = {
@@ -33,5 +45,6 @@ DESCRIPTIONS: dict[str, str] = {
     "sweep": "chunk size × window × ring slots × bufferedAmount thresholds (baseline: defaults)",
     "profile": "py-spy on both connection processes during a transfer (where the CPU goes)",
     "impairment": "two NATs, 40 ms RTT / 1 % / 5 % loss / 8 Mbit/s (root; baseline: raw aiortc, same condition)",
+    "soak": "200+ sessions, normal and every fault, through one signaling server (baseline: Appendix A's verdicts)",
     "browser": "CLI→browser, browser→CLI, browser→browser with the web app in chromium (baseline: raw aiortc, same size)",
 }
