@@ -15,6 +15,7 @@ from bench.scenarios import (
     media,
     memory,
     profile,
+    signaling,
     soak,
     sweep,
 )
@@ -31,10 +32,11 @@ SCENARIOS: dict[str, Scenario] = {
     "impairment": impairment.run,
     "browser": browser.run,
     "soak": soak.run,
+    "signaling": signaling.run,
 }
 # What `python -m bench` runs without names; profile (py-spy), impairment (root:
 # network namespaces, iptables, tc), browser (chromium) and soak (root: tmpfs for
-# the full disk; ~10 min) are asked for by name.
+# the full disk; ~10 min) and signaling (~1 min) are asked for by name.
 DEFAULT_SCENARIOS: tuple[str, ...] = ("ceiling", "large-file", "memory", "media", "sweep")
 
 DESCRIPTIONS: dict[str, str] = {
@@ -46,5 +48,6 @@ DESCRIPTIONS: dict[str, str] = {
     "profile": "py-spy on both connection processes during a transfer (where the CPU goes)",
     "impairment": "two NATs, 40 ms RTT / 1 % / 5 % loss / 8 Mbit/s (root; baseline: raw aiortc, same condition)",
     "soak": "200+ sessions, normal and every fault, through one signaling server (baseline: Appendix A's verdicts)",
+    "signaling": "200 rooms at once, then signal/oversize/garbage/guessing/idle/slow-reader floods (baseline: a witness room on the quiet server)",
     "browser": "CLI→browser, browser→CLI, browser→browser with the web app in chromium (baseline: raw aiortc, same size)",
 }

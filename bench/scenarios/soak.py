@@ -75,6 +75,7 @@ def run(bench: Bench) -> dict[str, Any]:
         "shm left",
         "processes left",
         "median s",
+        "orphans gone in (max s)",
     ]
     table_rows = [
         [
@@ -89,6 +90,7 @@ def run(bench: Bench) -> dict[str, Any]:
             r["shm_left"],
             r["processes_left"],
             f"{r['median_s']:.1f}",
+            "" if r["orphans_max_s"] is None else f"{r['orphans_max_s']:.2f}",
         ]
         for r in rows
     ]
@@ -104,6 +106,7 @@ def run(bench: Bench) -> dict[str, Any]:
             totals["preexisting_changed"],
             totals["shm_left"],
             totals["processes_left"],
+            "",
             "",
         ]
     )
