@@ -91,6 +91,8 @@ class Progress(_Msg, frozen=True, kw_only=True):
     buffered_amount: int
     window_in_use: int
     duplicates: int
+    # The oldest file without a verdict yet (what the progress line names); -1 for none.
+    current_file: int = -1
 
 
 class Cancel(_Msg, frozen=True, kw_only=True):

@@ -32,6 +32,14 @@ MIN_RATE_SPAN: Final = 0.5  # s of history needed before a rate is shown
 BAR_WIDTH: Final = 20
 
 
+CURRENT_WIDTH = 40
+
+
+def shorten(path: str, width: int = CURRENT_WIDTH) -> str:
+    """``path`` in at most ``width`` characters, keeping its end (the file's name)."""
+    return path if len(path) <= width else "…" + path[-(width - 1) :]
+
+
 class ProgressView:
     def __init__(
         self,
@@ -57,6 +65,7 @@ class ProgressView:
         self._history: deque[tuple[float, int]] = deque()
         self._bytes_done = 0
         self._files_done = 0
+        self._current: str | None = None
         self._last_now: float | None = None
         self._last_draw: float | None = None
         self._drawn_complete = False
@@ -65,7 +74,8 @@ class ProgressView:
 
     # -- input -------------------------------------------------------------
 
-    def update(self, now: float, bytes_done: int, files_done: int) -> None:
+    def update(self, now: float, bytes_done: int, files_done: int, current: str | None = None) -> None:
+        """``current`` names the file in progress (shown when there is more than one)."""
         if self._finished:
             return
         if self._last_now is not None and now < self._last_now:
@@ -73,6 +83,7 @@ class ProgressView:
         self._last_now = now
         self._bytes_done = bytes_done
         self._files_done = files_done
+        self._current = current
         self._history.append((now, bytes_done))
         # Keep one point at or beyond the window's start as the base of the average.
         while len(self._history) > 2 and now - self._history[1][0] >= RATE_WINDOW:
@@ -145,7 +156,7 @@ class ProgressView:
             format_rate(rate) if rate is not None else "-- B/s",
             f"ETA {format_duration(eta) if eta is not None else '--:--'}",
             f"files {self._files_done}/{self._total_files}",
-        ]
+        ] + ([f"now {shorten(self._current)}"] if self._current and self._total_files > 1 else [])
 
     def _draw(self, now: float) -> None:
         self._last_draw = now

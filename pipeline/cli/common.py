@@ -9,6 +9,8 @@ import os
 import platform
 import sys
 import time
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 import msgspec
@@ -117,18 +119,23 @@ class ConsoleReporter:
     """Status lines and the progress display, on stderr; silent with --quiet (what the
     user must see to go on, the sender's code and the offer, is printed by the CLIs)."""
 
-    def __init__(self, cfg: Config, total_bytes: int = 0, total_files: int = 0, label: str = "") -> None:
+    def __init__(
+        self, cfg: Config, total_bytes: int = 0, total_files: int = 0, label: str = "", names: Sequence[str] = ()
+    ) -> None:
         self.quiet = cfg.output.quiet
         self.stream: TextIO = sys.stderr
         mode = "none" if self.quiet else cfg.output.progress
         self.mode = mode
         self.label = label
         self.view: ProgressView | None = None
+        self.names: Sequence[str] = ()
         if total_files or total_bytes:
-            self.start_progress(total_bytes, total_files)
+            self.start_progress(total_bytes, total_files, names)
         self.last: control.Progress | None = None
 
-    def start_progress(self, total_bytes: int, total_files: int) -> None:
+    def start_progress(self, total_bytes: int, total_files: int, names: Sequence[str] = ()) -> None:
+        """``names``: each file's path by id, for the progress line's current file."""
+        self.names = names
         self.view = ProgressView(self.mode, self.stream, total_bytes, total_files, self.label)
 
     def say(self, text: str) -> None:
@@ -144,7 +151,9 @@ class ConsoleReporter:
     def progress(self, progress: control.Progress) -> None:
         self.last = progress
         if self.view is not None:
-            self.view.update(time.monotonic(), progress.bytes_done, progress.files_done)
+            i = progress.current_file
+            current = self.names[i] if 0 <= i < len(self.names) else None
+            self.view.update(time.monotonic(), progress.bytes_done, progress.files_done, current)
 
     def finish(self, text: str) -> None:
         if self.view is not None:
@@ -169,10 +178,53 @@ def new_telemetry(cfg: Config) -> TelemetryRecorder:
     return recorder
 
 
+# A file's outcome in the summary, from its B.6 verdict; a file without one was not transferred.
+_FILE_OUTCOMES = {"verified": "verified", "mismatch": "hash_mismatch", "io_error": "io_error"}
+# Files the human report names one by one; the JSON summary lists them all.
+REPORT_LIMIT = 20
+
+
+def file_outcomes(paths: Sequence[str], verdicts: dict[str, str], final_paths: dict[str, str]) -> list[dict[str, str]]:
+    """Every file by id: its path (the final one where the receiver renamed it) and outcome."""
+    return [
+        {"path": final_paths.get(str(i), path), "outcome": _FILE_OUTCOMES.get(verdicts.get(str(i), ""), "not_transferred")}
+        for i, path in enumerate(paths)
+    ]
+
+
+def file_report(outcomes: Sequence[dict[str, str]]) -> list[str]:
+    """Lines for the files that did not arrive verified: counts by outcome, then each
+    failed or unreadable one (up to REPORT_LIMIT); nothing when all were verified."""
+    missing = [f for f in outcomes if f["outcome"] != "verified"]
+    if not missing:
+        return []
+    counts = Counter(f["outcome"] for f in missing)
+    lines = [
+        f"{len(missing)} of {len(outcomes)} files not verified: "
+        + ", ".join(f"{n} {outcome.replace('_', ' ')}" for outcome, n in counts.most_common())
+    ]
+    named = [f for f in missing if f["outcome"] != "not_transferred"]
+    for f in named[:REPORT_LIMIT]:
+        reason = f": {f['reason']}" if f.get("reason") else ""
+        lines.append(f"  {f['outcome'].replace('_', ' ')}: {f['path']}{reason}")
+    if len(named) > REPORT_LIMIT:
+        lines.append(f"  ... and {len(named) - REPORT_LIMIT} more")
+    lines.append("  (every file's outcome: the --json summary's file_outcomes)")
+    return lines
+
+
 def summarize(
-    role: str, result: SessionResult, telemetry: dict[str, Any], total_files: int, total_bytes: int
+    role: str,
+    result: SessionResult,
+    telemetry: dict[str, Any],
+    total_files: int,
+    total_bytes: int,
+    paths: Sequence[str] = (),
 ) -> dict[str, Any]:
+    """The JSON summary; ``paths`` (each file's path by id) gives ``file_outcomes``."""
     outcome = Outcome(result.outcome)
+    diagnostics = dict(result.diagnostics)
+    verdicts = diagnostics.pop("verdicts", {})
     bytes_done = result.counters.get("bytes", 0)
     # The rate is over the transfer alone (see Supervisor's TransferClock), not over
     # the whole session with its wait for the receiver and for the user's answer.
@@ -199,7 +251,8 @@ def summarize(
             "peak_sum_pss": telemetry.get("peak_sum_pss"),
             "processes": telemetry.get("processes", {}),
         },
-        "connection": result.diagnostics,
+        "connection": diagnostics,
+        "file_outcomes": file_outcomes(paths, verdicts, diagnostics.get("final_paths", {})),
         "process_exit_codes": result.exitcodes,
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cores": os.cpu_count()},
     }
@@ -223,6 +276,8 @@ def report_result(prog: str, cfg: Config, reporter: ConsoleReporter, summary: di
         print(f"{prog}: {outcome}" + (f" ({summary['error_code']})" if summary["error_code"] else "") + f": {summary['message']}", file=sys.stderr)
         if text:
             print(text, file=sys.stderr)
+        for report_line in file_report(summary["file_outcomes"]):
+            print(report_line, file=sys.stderr)
     if cfg.output.json:
         write_json(cfg.output.json, summary)
     return code

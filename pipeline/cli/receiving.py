@@ -87,7 +87,7 @@ class Decider:
             answer = await _ask("Accept? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 return False, "rejected", "declined by the user", check
-        self.reporter.start_progress(offer.total_bytes, len(offer.files))
+        self.reporter.start_progress(offer.total_bytes, len(offer.files), [f.path for f in offer.files])
         self.reporter.status(f"accepted; receiving into {self.out_dir}")
         return True, "", "", check
 
@@ -139,7 +139,7 @@ async def run(cfg: Config, code: str, url: str, out_dir: str) -> int:
         telemetry.stop()
     plan = supervisor.receiver
     assert plan is not None
-    summary = summarize("receiver", result, telemetry.summary(), len(plan.relpaths), 0)
+    summary = summarize("receiver", result, telemetry.summary(), len(plan.relpaths), 0, plan.relpaths)
     summary["bytes"] = summary["bytes_transferred"]
     summary["offered_bytes"] = decider.offered_bytes
     summary["out_dir"] = out_dir

@@ -73,7 +73,8 @@ async def run(cfg: Config, sources: Sources, code: str) -> int:
         await server.start()
         url = server.url
         peer_urls = server.reachable_urls
-    reporter = ConsoleReporter(cfg, sources.total_bytes, len(sources.entries), label="sending")
+    names = [entry.path for entry in sources.entries]
+    reporter = ConsoleReporter(cfg, sources.total_bytes, len(sources.entries), label="sending", names=names)
     telemetry = new_telemetry(cfg)
     try:
         print(f"Sending {len(sources.entries)} files ({format_bytes(sources.total_bytes)}) with code {code}", flush=True)
@@ -95,7 +96,7 @@ async def run(cfg: Config, sources: Sources, code: str) -> int:
         telemetry.stop()
         if server is not None:
             await server.close()
-    summary = summarize("sender", result, telemetry.summary(), len(sources.entries), sources.total_bytes)
+    summary = summarize("sender", result, telemetry.summary(), len(sources.entries), sources.total_bytes, names)
     if server is not None:
         summary["signaling_relayed"] = server.stats
     account_unreadable(summary, sources)
@@ -108,6 +109,9 @@ def account_unreadable(summary: dict[str, object], sources: Sources) -> None:
     so the sender ends ``failed`` with ``io_error`` (exit 1, Appendix A.2 "an I/O
     error"), its message naming how many, and ``unreadable`` listing each one."""
     summary["unreadable"] = [{"path": path, "reason": reason} for path, reason in sources.unreadable]
+    outcomes = summary["file_outcomes"]
+    assert isinstance(outcomes, list)
+    outcomes.extend({"path": path, "outcome": "unreadable", "reason": reason} for path, reason in sources.unreadable)
     if not sources.unreadable or summary["outcome"] != "completed":
         return
     count = len(sources.unreadable)
@@ -116,7 +120,7 @@ def account_unreadable(summary: dict[str, object], sources: Sources) -> None:
     summary["exit_code"] = 1
     summary["message"] = (
         f"every file offered was verified, but {count} file{'s' if count != 1 else ''} could not be read "
-        f"and {'were' if count != 1 else 'was'} not sent (listed above and in the JSON summary's "
+        f"and {'were' if count != 1 else 'was'} not sent (listed below and in the JSON summary's "
         "'unreadable'); fix the permissions and send them again"
     )
 

@@ -67,6 +67,7 @@ class DataPlane:
         self._seq_slot: dict[int, int] = {}
         self._seq_length: dict[int, int] = {}
         self.final_paths: dict[int, str] = {}
+        self._current = 0  # current_file(): every file below this one has its verdict
         self.last_message_at = time.monotonic()
         self.last_progress_at = time.monotonic()
         self._last_cum = 0
@@ -294,8 +295,16 @@ class DataPlane:
 
     # -- telemetry ------------------------------------------------------------------------
 
+    def current_file(self) -> int:
+        """The oldest file without a verdict, or -1; amortised O(1) per call."""
+        m = self.machine
+        while self._current < len(m.files) and self._current in m.verdicts:
+            self._current += 1
+        return self._current if self._current < len(m.files) else -1
+
     def progress(self) -> control.Progress:
         m = self.machine
+        current = self.current_file()
         if isinstance(m, SenderMachine):
             return control.Progress(
                 bytes_done=m.bytes_acked,
@@ -305,6 +314,7 @@ class DataPlane:
                 buffered_amount=self.buffered_amount(),
                 window_in_use=m.window_in_use,
                 duplicates=0,
+                current_file=current,
             )
         return control.Progress(
             bytes_done=m.bytes_stored,
@@ -314,6 +324,7 @@ class DataPlane:
             buffered_amount=self.buffered_amount(),
             window_in_use=len(self._slot_seq),
             duplicates=m.duplicates,
+            current_file=current,
         )
 
     def counters(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -97,6 +98,15 @@ def test_a_batch_of_5000_files_with_unreadable_ones_sends_all_the_others(tmp_pat
     for path in unreadable:
         assert f"not sent, cannot read: {path}: Permission denied" in s.stderr + s.stdout
     assert f"{len(unreadable)} files could not be read" in s.stderr
+    # The final report: every file with its outcome in the JSON, the others named at the end.
+    sent = {f["path"]: f["outcome"] for f in s.summary["file_outcomes"]}
+    assert sent == {**dict.fromkeys(expected, "verified"), **dict.fromkeys(unreadable, "unreadable")}
+    got = {f["path"]: f["outcome"] for f in r.summary["file_outcomes"]}
+    assert got == dict.fromkeys(expected, "verified")
+    total = len(expected) + len(unreadable)
+    assert f"{len(unreadable)} of {total} files not verified: {len(unreadable)} unreadable" in s.stderr
+    # Progress names the file in progress beside the count.
+    assert re.search(r"files \d+/\d+, now \S", s.stderr), s.stderr[-2000:]
 
     received = {str(p.relative_to(out)): _digest(p) for p in out.rglob("*") if p.is_file()}
     assert received == expected

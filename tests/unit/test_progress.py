@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.cli.common import ConsoleReporter, report_result, summarize
+from pipeline import control
+from pipeline.cli.common import REPORT_LIMIT, ConsoleReporter, file_report, report_result, summarize
 from pipeline.config import Config
-from pipeline.progress import ProgressView
+from pipeline.progress import CURRENT_WIDTH, ProgressView, shorten
 from pipeline.supervisor import SessionResult, TransferClock
 from pipeline.units import format_bytes, format_duration, format_rate
 
@@ -200,6 +201,82 @@ def test_summary_rate_is_over_the_transfer_not_the_session(capsys: pytest.Captur
 def test_no_transfer_time_gives_no_rate() -> None:
     summary = summarize("sender", session(duration=5.0, transfer=0.0, bytes_done=0), {}, 1, 10)
     assert (summary["transfer_s"], summary["throughput_bytes_per_s"]) == (0.0, 0.0)
+
+
+def test_many_files_show_the_current_file_by_its_name_end() -> None:
+    out = io.StringIO()
+    view = ProgressView("lines", out, total_bytes=10, total_files=3, label="send")
+    long_name = "media/DCIM/" + "x" * 60 + "/IMG_0042.JPG"
+    view.update(0.0, 0, 0, current=long_name)
+    line = out.getvalue().splitlines()[0]
+    assert line.endswith("files 0/3, now " + shorten(long_name)), line
+    assert shorten(long_name).endswith("/IMG_0042.JPG") and len(shorten(long_name)) == CURRENT_WIDTH
+    assert shorten("a/b.txt") == "a/b.txt"
+
+
+def test_one_file_is_not_named_again_on_its_progress_line() -> None:
+    out = io.StringIO()
+    view = ProgressView("lines", out, total_bytes=10, total_files=1, label="send")
+    view.update(0.0, 0, 0, current="big.mkv")
+    assert "now" not in out.getvalue()
+
+
+def test_the_reporter_names_the_current_file_from_the_connections_id() -> None:
+    reporter = ConsoleReporter(Config(), 30, 3, label="send", names=["a.jpg", "b.jpg", "c.jpg"])
+    out = io.StringIO()
+    assert reporter.view is not None and reporter.view.mode == "lines"  # stderr is no terminal here
+    reporter.view._stream = out
+    fields = dict(frames_sent=0, retransmitted=0, buffered_amount=0, window_in_use=0, duplicates=0)
+    reporter.progress(control.Progress(bytes_done=10, files_done=1, current_file=1, **fields))
+    assert out.getvalue().rstrip().endswith("files 1/3, now b.jpg")
+    reporter.view._last_draw = None
+    reporter.progress(control.Progress(bytes_done=30, files_done=3, current_file=-1, **fields))
+    assert out.getvalue().rstrip().endswith("files 3/3")
+
+
+def finished_with(verdicts: dict[str, str], outcome: str = "failed", code: str | None = "hash_mismatch") -> SessionResult:
+    return SessionResult(
+        outcome=outcome,
+        code=code,
+        message="receiver verified 1, failed 1 files",
+        by_peer=True,
+        diagnostics={"verdicts": verdicts, "final_paths": {"0": "a (1).jpg"}},
+        counters={"bytes": 3, "files_verified": sum(v == "verified" for v in verdicts.values())},
+        duration=1.0,
+        exitcodes={},
+        transfer=1.0,
+    )
+
+
+def test_the_summary_lists_every_file_with_its_outcome(capsys: pytest.CaptureFixture[str]) -> None:
+    paths = ["a.jpg", "b.jpg", "c.jpg"]
+    summary = summarize("sender", finished_with({"0": "verified", "1": "mismatch"}), {}, 3, 3, paths)
+    assert summary["file_outcomes"] == [
+        {"path": "a (1).jpg", "outcome": "verified"},  # the receiver's final name
+        {"path": "b.jpg", "outcome": "hash_mismatch"},
+        {"path": "c.jpg", "outcome": "not_transferred"},
+    ]
+    assert "verdicts" not in summary["connection"]  # moved, not repeated
+    assert report_result("pipeline-send", Config(), ConsoleReporter(Config()), summary) == 4
+    err = capsys.readouterr().err
+    assert "2 of 3 files not verified: 1 hash mismatch, 1 not transferred" in err
+    assert "  hash mismatch: b.jpg\n" in err
+    assert "c.jpg" not in err  # not transferred: counted, not named one by one
+
+
+def test_a_completed_session_reports_no_file_list(capsys: pytest.CaptureFixture[str]) -> None:
+    summary = summarize("sender", finished_with({"0": "verified"}, "completed", None), {}, 1, 3, ["a.jpg"])
+    assert report_result("pipeline-send", Config(), ConsoleReporter(Config()), summary) == 0
+    assert "not verified" not in capsys.readouterr().err
+
+
+def test_the_file_report_names_at_most_the_limit() -> None:
+    outcomes = [{"path": f"f{i}", "outcome": "io_error"} for i in range(REPORT_LIMIT + 5)]
+    outcomes.append({"path": "gone.mov", "outcome": "unreadable", "reason": "Permission denied"})
+    lines = file_report(outcomes)
+    assert lines[0] == f"{REPORT_LIMIT + 6} of {REPORT_LIMIT + 6} files not verified: {REPORT_LIMIT + 5} io error, 1 unreadable"
+    assert len(lines) == 1 + REPORT_LIMIT + 2
+    assert lines[-2] == "  ... and 6 more"
 
 
 # -- units ---------------------------------------------------------------------------
