@@ -265,7 +265,10 @@ _U32 = st.integers(0, U32_MAX)
 def _sack(draw: st.DrawFn, cum: int) -> list[tuple[int, int]] | None:
     if draw(st.booleans()):
         return None
-    bounds = sorted(draw(st.sets(st.integers(cum + 1, cum + 10_000), max_size=2 * MAX_SACK_RANGES)))
+    # Valid sacks end at or below 2^64 (frames.py SEQ_END_LIMIT); near the top of
+    # the seq space cum + 10,000 would not be one.
+    top = min(cum + 10_000, 2**64)
+    bounds = sorted(draw(st.sets(st.integers(cum + 1, top), max_size=2 * MAX_SACK_RANGES)))
     if len(bounds) % 2:
         bounds.pop()
     return [(bounds[i], bounds[i + 1]) for i in range(0, len(bounds), 2)]
