@@ -15,6 +15,7 @@ no payload memory.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -30,7 +31,7 @@ from pipeline.protocol.receiver import ReceiverMachine, ReceiverState
 from pipeline.protocol.sender import SenderMachine
 from pipeline.shm_ring import SlotRing
 from workers import messages as wm
-from workers.channel import PipeEnd, recv, send
+from workers.channel import PipeEnd, framed, recv, send_framed
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,10 @@ class DataPlane:
         self._held: RTCDataChannel | None = None
         self._early: list[str | bytes] = []
         self._queue: deque[str | ev.SendData] = deque()
+        # Worker messages wait here until the loop is about to poll again (see
+        # _to_worker): pipe name -> framed messages, in order.
+        self._to_workers: dict[str, list[bytes]] = {}
+        self._workers_flush_due = False
         # Receiver slot bookkeeping: a slot is free once writer and hasher released it.
         self._free: deque[int] = deque()
         self._slot_seq: dict[int, int] = {}
@@ -223,19 +228,45 @@ class DataPlane:
                     self.on_terminated(output)
 
     def _to_worker(self, pipe: str, msg: wm.Message) -> None:
-        """Send ``msg`` to a worker; a worker that is gone fails the session instead.
+        """Queue ``msg`` for a worker; :meth:`flush_workers` writes it soon, in order.
 
-        This runs inside aiortc's receive path (``on_message``).  An exception
-        escaping there is worse than lost: a BrokenPipeError is a ConnectionError,
-        which aiortc's DTLS receive loop takes for its own and silently closes the
-        transport, so the error frame never reached the peer (it waited for the
-        watchdog and the reconnect deadline and ended ``timeout``).
+        Everything queued during one pass of the event loop (aiortc hands over
+        every datagram already received without yielding) goes out in one
+        ``write(2)`` per pipe, not one per message: a batch of small files costs
+        five or more worker messages per file, and each write wakes a worker.
+        Outside a running loop (tests of one piece) it is written at once.
         """
+        frames = self._to_workers.setdefault(pipe, [])
+        frames.append(framed(msg))
+        if self._workers_flush_due:
+            return
+        self._workers_flush_due = True
         try:
-            send(self.pipes[pipe], msg)
-        except (BrokenPipeError, ConnectionResetError):
-            role = pipe.removeprefix("to_")
-            self.machine.fail("internal", f"the {role} process exited unexpectedly")
+            asyncio.get_running_loop().call_soon(self.flush_workers)
+        except RuntimeError:
+            self.flush_workers()
+
+    def flush_workers(self) -> None:
+        """Write every queued worker message; a worker that is gone fails the session.
+
+        This also runs inside aiortc's receive path.  An exception escaping there
+        is worse than lost: a BrokenPipeError is a ConnectionError, which aiortc's
+        DTLS receive loop takes for its own and silently closes the transport, so
+        the error frame never reached the peer (it waited for the watchdog and the
+        reconnect deadline and ended ``timeout``).
+        """
+        self._workers_flush_due = False
+        pending, self._to_workers = self._to_workers, {}
+        failed = False
+        for pipe, frames in pending.items():
+            try:
+                send_framed(self.pipes[pipe], frames)
+            except (BrokenPipeError, ConnectionResetError):
+                role = pipe.removeprefix("to_")
+                self.machine.fail("internal", f"the {role} process exited unexpectedly")
+                failed = True
+        if failed:
+            self.process()
 
     def flush(self) -> None:
         channel = self.channel

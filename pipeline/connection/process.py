@@ -147,6 +147,7 @@ class ConnectionProcess:
             for task in (lifecycle, ticker):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            self.plane.flush_workers()  # a Discard queued by the last frames
             await self._close()
             loop.remove_reader(self.ctl.fileno())
             for pipe in self.pipes.values():

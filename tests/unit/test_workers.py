@@ -25,7 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.shm_ring import PAYLOAD_OFFSET, SlotRing
-from workers.channel import recv, send
+from workers.channel import framed, recv, send, send_framed
 from workers.hasher import run_receiver_hasher, run_sender_hasher
 from workers.messages import (
     Discard,
@@ -106,6 +106,46 @@ def test_negative_numbers_are_rejected() -> None:
 
 
 # -- partial names ----------------------------------------------------------------
+
+
+def test_batched_frames_read_back_one_by_one_in_order() -> None:
+    """send_framed puts exactly what send_bytes would on the pipe, in fewer writes."""
+    r, w = multiprocessing.Pipe(duplex=False)
+    msgs: list[Message] = [ReleaseSlot(i) for i in range(600)]  # about 6 KiB: more than one write
+    msgs.insert(300, PlanFile(7, "a/" + "é" * 3000, 5))  # one frame longer than PIPE_BUF
+    msgs.append(Stop())
+    try:
+        send_framed(w, [framed(m) for m in msgs])
+        got = [recv(r) for _ in msgs]
+        assert got == msgs
+        assert not r.poll()
+    finally:
+        r.close()
+        w.close()
+
+
+def test_batched_writes_never_exceed_pipe_buf(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Atomic writes only: two writers of one pipe may never interleave inside a frame."""
+    import select
+
+    sizes: list[int] = []
+    real_write = os.write
+
+    def spy(fd: int, data: Any) -> int:
+        sizes.append(len(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", spy)
+    r, w = multiprocessing.Pipe(duplex=False)
+    try:
+        send_framed(w, [framed(ReleaseSlot(i)) for i in range(2000)])
+        for _ in range(2000):
+            recv(r)
+    finally:
+        r.close()
+        w.close()
+    assert len(sizes) > 1
+    assert max(sizes) <= select.PIPE_BUF
 
 
 def test_partial_path_is_hidden_in_the_same_directory() -> None:
