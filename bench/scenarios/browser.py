@@ -110,7 +110,7 @@ def run(bench: Bench) -> dict[str, Any]:
         cli = run.get("cli") or {}
         rows.append(
             [
-                direction.replace("_", " → ").replace("cli", "CLI"),
+                direction.replace("_to_", " → ").replace("cli", "CLI"),
                 fmt_rate(run["bytes_per_s"]),
                 fmt_rate(cli.get("throughput_bytes_per_s")) if cli else "",
                 fmt_spread([c["bytes_per_s"] for c in ceilings]),
