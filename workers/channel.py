@@ -1,7 +1,9 @@
 """Message pipes between pipeline processes, and what every worker does first.
 
 A pipe end is a :class:`multiprocessing.connection.Connection`; one message is
-one ``send_bytes`` of its MessagePack encoding (:mod:`workers.messages`).
+one ``send_bytes`` frame of its MessagePack encoding (:mod:`workers.messages`).
+The connection process writes many such frames per ``write(2)``
+(:func:`send_framed`); ``recv`` reads them back one by one either way.
 
 Why a plain blocking ``send`` is fine, even inside the connection process's
 event loop: every message is a few dozen bytes, written with a single

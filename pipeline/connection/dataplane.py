@@ -234,17 +234,11 @@ class DataPlane:
         every datagram already received without yielding) goes out in one
         ``write(2)`` per pipe, not one per message: a batch of small files costs
         five or more worker messages per file, and each write wakes a worker.
-        Outside a running loop (tests of one piece) it is written at once.
         """
-        frames = self._to_workers.setdefault(pipe, [])
-        frames.append(framed(msg))
-        if self._workers_flush_due:
-            return
-        self._workers_flush_due = True
-        try:
+        self._to_workers.setdefault(pipe, []).append(framed(msg))
+        if not self._workers_flush_due:
+            self._workers_flush_due = True
             asyncio.get_running_loop().call_soon(self.flush_workers)
-        except RuntimeError:
-            self.flush_workers()
 
     def flush_workers(self) -> None:
         """Write every queued worker message; a worker that is gone fails the session.
