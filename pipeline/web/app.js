@@ -1,7 +1,7 @@
 // The receive page's shell: DOM, signaling, the DataChannel, hashing (hash-wasm)
 // and the OPFS sink. Protocol decisions live in receiver.js.
 import { ReceiverCore } from "./receiver.js";
-import { Room, gathered, NO_ROUTE_ADVICE } from "./rtc.js";
+import { Room, gathered, startOnOpen, NO_ROUTE_ADVICE } from "./rtc.js";
 import { $, params, xfer, ui, human, render, refreshDetails, finish, ICE_DEADLINE_MS } from "./ui.js";
 import { startSendPage } from "./send.js";
 
@@ -59,6 +59,7 @@ async function maybeVerify(id) {
   if (!s || !end || s.verifying || s.next < end.chunks) return;
   s.verifying = true;
   await s.queue;
+  if (sinks.get(id) !== s) return; // the session ended meanwhile: discard() owns this file
   const digest = s.hasher.digest("hex");
   f.sha256 = digest;
   if (digest !== end.sha256 || end.size !== f.size) {
@@ -69,7 +70,13 @@ async function maybeVerify(id) {
     render();
     return;
   }
-  await s.writable.close();
+  try {
+    await s.writable.close();
+  } catch (e) {
+    if (sinks.get(id) === s) ioFail(id, e);
+    return;
+  }
+  if (sinks.get(id) !== s) return; // discarded while closing: never offered
   f.status = "verified";
   core.verdict(id, "verified", digest);
   deliver(id, f, s.handle);
@@ -193,13 +200,15 @@ async function onSignal(data) {
 function adopt(ch) {
   channel = ch;
   ch.binaryType = "arraybuffer";
-  ch.onopen = () => {
+  // The sender's channel can be "open" already when it is announced, and its first
+  // message can come before the open event: startOnOpen starts on whichever is first.
+  startOnOpen(ch, (send) => {
     xfer.state = "open";
     const sctp = pc.sctp?.maxMessageSize || 65536;
     xfer.connection.max_message_size = Math.min(sctp, MAX_MESSAGE_SIZE);
     core = new ReceiverCore({
       session: xfer.code, maxMessageSize: MAX_MESSAGE_SIZE, window: Number(params.get("window") || 256),
-      send: (text) => { if (ch.readyState === "open") ch.send(text); },
+      send,
       events: {
         manifest: onManifest,
         chunk: onChunk,
@@ -210,8 +219,7 @@ function adopt(ch) {
     });
     core.open();
     refreshDetails();
-  };
-  ch.onmessage = (e) => core?.message(e.data);
+  }, (data) => core.message(data));
   ch.onclose = () => { if (!xfer.outcome) finish("failed", "timeout", "the connection to the sender was lost"); };
 }
 

@@ -45,3 +45,37 @@ export async function diagnostics(pc) {
 export const NO_ROUTE_ADVICE = "No direct network path was found between the two devices (no relay is ever used). "
   + "Most likely both are behind strict (symmetric) NATs or a firewall blocks UDP. "
   + "Try: the same Wi-Fi/LAN, IPv6, a port forward, a VPN such as WireGuard, or another network.";
+
+/**
+ * Start a channel's protocol once, on its open event or on its first message, whichever
+ * comes first, and hand start() a send() that holds frames while the channel is still
+ * "connecting" instead of dropping them. Chromium can deliver the first message of a
+ * channel the other peer announced before its readyState turns "open"; a hello sent
+ * then used to be dropped, and both peers waited for each other forever.
+ */
+export function startOnOpen(ch, start, onMessage) {
+  const pending = [];
+  let started = false;
+  let polling = false;
+  const flush = () => {
+    while (pending.length && ch.readyState === "open") ch.send(pending.shift());
+    if (ch.readyState !== "connecting") pending.length = 0;
+    if (pending.length && !polling) { // no open event is promised once a message came first
+      polling = true;
+      setTimeout(() => { polling = false; flush(); }, 20);
+    }
+  };
+  const send = (data) => {
+    if (ch.readyState === "connecting") { pending.push(data); flush(); return; }
+    flush();
+    if (ch.readyState === "open") ch.send(data);
+  };
+  const begin = () => { if (!started) { started = true; start(send); } };
+  ch.onopen = () => { begin(); flush(); };
+  ch.onmessage = (e) => {
+    if (!started && ch.readyState !== "open") console.info(`channel ${ch.label}: first message while ${ch.readyState}`);
+    begin();
+    onMessage(e.data);
+  };
+  if (ch.readyState === "open") begin();
+}

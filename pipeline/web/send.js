@@ -4,7 +4,7 @@
 import { SenderCore } from "./sender.js";
 import { HEADER_LEN, packHeader } from "./frames.js";
 import { validateManifestPaths } from "./paths.js";
-import { Room, gathered, NO_ROUTE_ADVICE } from "./rtc.js";
+import { Room, gathered, startOnOpen, NO_ROUTE_ADVICE } from "./rtc.js";
 import { $, params, xfer, ui, human, render, refreshDetails, finish, ICE_DEADLINE_MS } from "./ui.js";
 import { WORDS } from "./words.js";
 
@@ -91,8 +91,8 @@ async function offer() {
   channel.binaryType = "arraybuffer";
   channel.bufferedAmountLowThreshold = HIGH_WATER / 2;
   setTimeout(() => { if (channel.readyState !== "open") finish("no_route", "no_route", NO_ROUTE_ADVICE); }, ICE_DEADLINE_MS);
-  channel.onopen = opened;
-  channel.onmessage = (e) => core?.message(e.data, pc.sctp?.maxMessageSize || 65536);
+  startOnOpen(channel, opened, (data) => core.message(data, pc.sctp?.maxMessageSize || 65536));
+  channel.addEventListener("open", () => { if (core) pump(); }); // started by a message before open
   channel.onclose = () => { if (!xfer.outcome) finish("failed", "timeout", "the connection to the receiver was lost"); };
   await pc.setLocalDescription(await pc.createOffer());
   await gathered(pc);
@@ -104,13 +104,13 @@ async function onSignal(data) {
   else if ("candidate" in data && pc) await pc.addIceCandidate(data.candidate === null ? null : data).catch(() => {});
 }
 
-function opened() {
+function opened(sendText) {
   xfer.state = "open";
   xfer.connection.max_message_size = Math.min(pc.sctp?.maxMessageSize || 65536, MAX_MESSAGE_SIZE);
   core = new SenderCore({
     session: xfer.code, files: picked, maxMessageSize: MAX_MESSAGE_SIZE,
     chunkSize: Number(params.get("chunk") || 65536 - 1024), window: Number(params.get("window") || 128),
-    send: (text) => { if (channel.readyState === "open") channel.send(text); },
+    send: sendText,
     events: {
       wake: pump,
       retransmit: (seq, c) => read(c).then((bytes) => sendChunk(c, bytes)).catch((e) => readFailed(c, e)),

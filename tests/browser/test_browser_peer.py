@@ -196,7 +196,7 @@ def test_a_wrong_digest_from_a_cli_sender_is_a_hash_mismatch_with_no_download(
         ["--role", "sender", "--act", "corrupt", "--signal", signal_server.url, "--code", code],
         json_out=False,
     )
-    time.sleep(1.0)  # the rogue sender makes the room
+    rogue.wait_for_output(r"joined the room", 30, stream="stdout")  # the rogue sender makes the room
     page = chromium.new_page()
     downloads = Downloads(tmp_path / "downloads").watch(page)
     page.goto(receive_url(http_origin(signal_server.url), code, sink="download"))
