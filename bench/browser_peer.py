@@ -71,8 +71,14 @@ def xfer(page: Page) -> dict[str, Any]:
 
 
 def finished(page: Page, timeout_ms: int = TRANSFER_TIMEOUT_MS) -> dict[str, Any]:
-    """What ``window.xfer.finished`` resolves with (the page's terminal summary)."""
-    page.wait_for_function("() => window.xfer && window.xfer.outcome !== null", timeout=timeout_ms)
+    """What ``window.xfer.finished`` resolves with (the page's terminal summary).
+    A page that never ends raises with the state it was stuck in."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    try:
+        page.wait_for_function("() => window.xfer && window.xfer.outcome !== null", timeout=timeout_ms)
+    except PlaywrightTimeoutError as exc:
+        raise AssertionError(f"the page did not end in {timeout_ms} ms: {xfer(page)}") from exc
     summary: dict[str, Any] = page.evaluate("() => window.xfer.finished")
     return summary
 

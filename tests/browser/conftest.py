@@ -6,7 +6,7 @@ test ends.  Never a downloaded browser: without ``/usr/bin/chromium`` the test
 fails (``./dev.sh`` installs it), it does not skip.
 
 Each page gets a console log (``Browser.console(page)``) that failing assertions
-print, and ``Browser.screenshot`` keeps a PNG in the test's tmp dir and in
+print (and the fixture prints at teardown, so a failed test shows every page's), and ``Browser.screenshot`` keeps a PNG in the test's tmp dir and in
 ``tests/browser/artifacts/`` (git-ignored).
 """
 
@@ -76,7 +76,12 @@ def chromium(tmp_path: Path) -> Iterator[Browser]:
     downloads.mkdir()
     with sync_playwright() as playwright:
         context = launch(playwright, profile, downloads)
+        browser = Browser(context, tmp_path)
         try:
-            yield Browser(context, tmp_path)
+            yield browser
         finally:
+            # pytest shows a test's captured output only when it failed: there, every
+            # page's console says what the page did, whatever the assertion printed.
+            for number, log in enumerate(browser.logs.values()):
+                print(f"--- console of page {number} ---", *log, sep="\n")
             context.close()
