@@ -68,7 +68,7 @@ case "$cmd" in
         "$VENV/bin/ruff" check pipeline workers bench tests
         "$VENV/bin/mypy"
         command -v node >/dev/null 2>&1 || { log "node is missing (apt-get install nodejs)"; exit 1; }
-        # The web app's own unit tests (pipeline/web/tests/*.test.mjs), no npm needed.
+        # The web app's own unit tests (pipeline/web/tests/*.test.js), no npm needed.
         node --test pipeline/web/tests/
         set +e
         "$VENV/bin/python" -m pytest "$@"
