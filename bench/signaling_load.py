@@ -56,6 +56,8 @@ MAX_MESSAGE = 64 * 1024
 MAX_SIGNALS = 200
 UNKNOWN_ROOM_LIMIT = 20
 GUESS_ADDRESS = "127.0.0.2"  # its own failed-join budget: the witness must not share it
+WSCLOSE_POLICY_VIOLATION = 1008  # the server's close for a socket past its join deadline
+IDLE_ADDRESS = "127.0.0.3"  # its own unjoined-socket budget, for the same reason
 
 
 @dataclass
@@ -72,14 +74,15 @@ class Server:
 
 
 @contextlib.contextmanager
-def signaling_server(work: Path) -> Iterator[Server]:
+def signaling_server(work: Path, join_deadline: float | None = None) -> Iterator[Server]:
     """A standalone ``pipeline-signal --port 0``, stopped (Ctrl-C, then kill) on exit."""
     logs = work / "signal"
     logs.mkdir(parents=True, exist_ok=True)
+    argv = ["--port", "0"]
+    if join_deadline is not None:
+        argv += ["--join-deadline", str(join_deadline)]
     with Launcher(logs) as launcher:
-        proc = launcher.start(
-            "signal", "pipeline.cli.signal_server", ["--port", "0"], json_out=False
-        )
+        proc = launcher.start("signal", "pipeline.cli.signal_server", argv, json_out=False)
         url = proc.wait_for_output(r"listening on (ws://\S+)", 30, stream="stdout").group(1)
         yield Server(url, proc.popen.pid, logs / "signal.err")
 
@@ -453,23 +456,50 @@ async def guessing(
     return {"attempts": attempts, "errors": outcomes, "first_rate_limited_at": first_rate_limited}
 
 
-async def idle_sockets(server: Server, count: int, hold: float) -> dict[str, Any]:
-    """``count`` sockets that connect and never send; RSS per socket while they are open."""
+async def idle_sockets(
+    server: Server, count: int, hold: float, local: str = IDLE_ADDRESS
+) -> dict[str, Any]:
+    """``count`` sockets from ``local`` that connect and never join.
+
+    Past the server's per-address cap they are refused (``rate_limited``); the
+    rest stay open for ``hold`` seconds (RSS per socket then) and are closed by
+    the server at its join deadline, which the result times.
+    """
     before = server.rss()
-    connector = aiohttp.TCPConnector(limit=0)
+    started = time.perf_counter()
+    ends: list[tuple[str, float]] = []
+
+    async def one(session: aiohttp.ClientSession) -> None:
+        ws = await session.ws_connect(server.url)
+        msg = await ws.receive(timeout=hold + 60)
+        if msg.type is aiohttp.WSMsgType.TEXT:
+            ends.append((str(json.loads(msg.data).get("code")), time.perf_counter() - started))
+        elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+            ends.append((f"closed {msg.data}", time.perf_counter() - started))
+        await ws.close()
+
+    connector = aiohttp.TCPConnector(limit=0, local_addr=(local, 0))
     async with aiohttp.ClientSession(connector=connector) as session:
-        sockets = await asyncio.gather(*(session.ws_connect(server.url) for _ in range(count)))
+        tasks = [asyncio.create_task(one(session)) for _ in range(count)]
         await asyncio.sleep(hold)
         during = server.rss()
-        still_open = sum(not ws.closed for ws in sockets)
-        await asyncio.gather(*(ws.close() for ws in sockets))
+        still_open = count - len(ends)
+        await asyncio.gather(*tasks)
+    closes = [t for why, t in ends if why == f"closed {WSCLOSE_POLICY_VIOLATION}"]
+    outcomes: dict[str, int] = {}
+    for why, _ in ends:
+        outcomes[why] = outcomes.get(why, 0) + 1
     return {
         "sockets": count,
         "held_s": hold,
         "still_open": still_open,
+        "ends": outcomes,
+        "refused": outcomes.get("rate_limited", 0),
+        "closed_at_deadline": len(closes),
+        "last_closed_s": max(closes, default=None),
         "rss_before": before,
         "rss_during": during,
-        "bytes_per_socket": (during - before) / count,
+        "bytes_per_socket": (during - before) / max(1, still_open),
     }
 
 
@@ -572,6 +602,8 @@ class LoadPlan:
     guesses: int = 100
     idle_sockets: int = 500
     idle_hold: float = 2.0
+    join_deadline: float = 3.0  # the server's, passed to signaling_server by the caller
+    max_unjoined: int = 256  # the server's per-address cap (its default)
     seed: int = 12
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -654,5 +686,20 @@ def verdicts(result: dict[str, Any], plan: LoadPlan) -> dict[str, bool]:
         "other rooms unaffected (witness: no failure)": result["witness_quiet"]["failed"] == 0
         and result["witness_flood"]["failed"] == 0
         and result["witness_flood"]["n"] > 0,
+        "idle sockets capped per address, closed at the join deadline": idle_held(
+            floods["idle"], plan
+        ),
         "healthy after": result["healthz_after"],
     }
+
+
+def idle_held(idle: dict[str, Any], plan: LoadPlan) -> bool:
+    kept = min(plan.idle_sockets, plan.max_unjoined)
+    last = idle["last_closed_s"]
+    return (
+        idle["still_open"] == kept
+        and idle["refused"] == plan.idle_sockets - kept
+        and idle["closed_at_deadline"] == kept
+        and last is not None
+        and plan.join_deadline <= last + 0.5  # connect time blurs the start a little
+    )

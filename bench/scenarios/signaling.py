@@ -19,7 +19,7 @@ from typing import Any
 
 from bench.context import Bench, log
 from bench.report import fmt_ratio
-from bench.signaling_load import LoadPlan, run_load, signaling_server, verdicts
+from bench.signaling_load import IDLE_ADDRESS, LoadPlan, run_load, signaling_server, verdicts
 
 
 def _mib(n: float) -> str:
@@ -27,14 +27,14 @@ def _mib(n: float) -> str:
 
 
 def plan_for(quick: bool) -> LoadPlan:
-    return LoadPlan(rooms=50, guesses=40, idle_sockets=100) if quick else LoadPlan()
+    return LoadPlan(rooms=50, guesses=40, idle_sockets=300) if quick else LoadPlan()
 
 
 def run(bench: Bench) -> dict[str, Any]:
     plan = plan_for(bench.settings.quick)
     log(f"signaling: {plan.rooms} rooms at once, then floods beside a witness room")
     load_before = os.getloadavg()[0]
-    with signaling_server(bench.scratch / "signaling") as server:
+    with signaling_server(bench.scratch / "signaling", join_deadline=plan.join_deadline) as server:
         result = asyncio.run(run_load(server, plan))
     held = verdicts(result, plan)
     for check, ok in held.items():
@@ -75,8 +75,10 @@ def run(bench: Bench) -> dict[str, Any]:
             "",
         ],
         [
-            f"idle sockets ({idle['sockets']}, never join, {idle['held_s']:.0f} s)",
-            f"{idle['still_open']} still open",
+            f"idle sockets ({idle['sockets']} from {IDLE_ADDRESS}, never join)",
+            f"{idle['refused']} rate_limited (cap {plan.max_unjoined}); {idle['still_open']} open at"
+            f" {idle['held_s']:.0f} s, {idle['closed_at_deadline']} closed by the server,"
+            f" the last at {idle['last_closed_s'] or 0:.1f} s (join deadline {plan.join_deadline:g} s)",
             f"RSS +{_mib(idle['rss_during'] - idle['rss_before'])} ({idle['bytes_per_socket'] / 1024:.1f} KiB/socket)",
         ],
         [

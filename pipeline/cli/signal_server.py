@@ -52,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="forget a room this long after it was created (default 3600)",
     )
+    parser.add_argument(
+        "--join-deadline",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="close a connection that has not joined a room this long after connecting (default 10)",
+    )
     return parser
 
 
@@ -63,7 +70,11 @@ async def _serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         server = SignalingServer(
-            host=args.host, port=args.port, room_ttl=args.room_ttl, web_root=packaged_web_root()
+            host=args.host,
+            port=args.port,
+            room_ttl=args.room_ttl,
+            join_deadline=args.join_deadline,
+            web_root=packaged_web_root(),
         )
         try:
             await server.start()

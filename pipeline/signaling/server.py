@@ -31,6 +31,13 @@ the client's address (an IPv6 client counts by its /64): past
 ``unknown_room_limit`` of them within a minute, every join from that address
 is answered ``rate_limited``, so neither role can probe codes online.
 
+A socket must join within ``join_deadline`` seconds of connecting, or it is
+closed (WebSocket close code 1008, reason ``no join within N s``): Appendix C
+has no error code for it, so none is sent.  At most ``max_unjoined_per_address``
+sockets of one address (an IPv6 /64) may be connected and not yet joined; one
+more is answered ``rate_limited`` and closed.  Together they bound what idle
+sockets cost: without them only the process's fd limit did.
+
 Given a ``web_root`` the server also serves the browser app (C.1) at ``/``
 and its files by path (:mod:`.webapp` decides what is servable).
 """
@@ -62,6 +69,8 @@ log = logging.getLogger(__name__)
 
 FAILED_JOIN_WINDOW: Final = 60.0
 HEARTBEAT_SECONDS: Final = 5.0
+JOIN_DEADLINE_SECONDS: Final = 10.0
+MAX_UNJOINED_PER_ADDRESS: Final = 256  # a NAT's many users join within milliseconds
 # aiohttp refuses a frame above max_msg_size before reading it, closing with
 # 1009 from inside receive(); headroom above the protocol limit lets ordinary
 # oversize messages get a proper too_large answer from _on_text, and
@@ -141,6 +150,7 @@ class _Client:
     address: str
     room: _Room | None = None
     role: Role = "sender"
+    counted_unjoined: bool = True  # in SignalingServer._unjoined until it joins or goes
 
 
 def _address_key(remote: str | None) -> str:
@@ -208,11 +218,19 @@ class SignalingServer:
         max_signals: int = 200,
         unknown_room_limit: int = 20,
         web_root: str | Path | None = None,
+        join_deadline: float = JOIN_DEADLINE_SECONDS,
+        max_unjoined_per_address: int = MAX_UNJOINED_PER_ADDRESS,
     ) -> None:
-        if room_ttl <= 0:
-            raise ValueError("room_ttl must be positive")
-        if max_signals < 0 or unknown_room_limit < 1:
-            raise ValueError("max_signals must be >= 0 and unknown_room_limit >= 1")
+        if room_ttl <= 0 or not join_deadline > 0:
+            raise ValueError("room_ttl and join_deadline must be positive")
+        if max_signals < 0 or unknown_room_limit < 1 or max_unjoined_per_address < 1:
+            raise ValueError(
+                "max_signals must be >= 0, unknown_room_limit and max_unjoined_per_address >= 1"
+            )
+        self._join_deadline = join_deadline
+        self._max_unjoined = max_unjoined_per_address
+        # Sockets connected and not yet in a room, per address key; no zero entries.
+        self._unjoined: dict[str, int] = {}
         self._host = host
         self._port = port
         self._room_ttl = room_ttl
@@ -224,6 +242,7 @@ class SignalingServer:
         # Ordered by each address's latest failure, so stale entries sit in front.
         self._failed_joins: OrderedDict[str, deque[float]] = OrderedDict()
         self._sockets: set[web.WebSocketResponse] = set()
+        self._closing: set[asyncio.Future[bool]] = set()  # join-deadline closes in flight
         self._room_numbers = itertools.count(1)
         self._rooms_opened = 0
         self._relayed_bytes = 0
@@ -317,6 +336,11 @@ class SignalingServer:
             "open_rooms": len(self._rooms),
         }
 
+    @property
+    def unjoined_sockets(self) -> int:
+        """Sockets connected now that have not joined a room (yet)."""
+        return sum(self._unjoined.values())
+
     def room_stats(self, code: str) -> dict[str, int] | None:
         """Counters of the open room with this code, or None if there is none."""
         room = self._rooms.get(normalize_code(code))
@@ -350,7 +374,17 @@ class SignalingServer:
         await ws.prepare(request)
         client = _Client(ws=ws, address=_address_key(request.remote))
         self._sockets.add(ws)
+        unjoined = self._unjoined.get(client.address, 0)
+        self._unjoined[client.address] = unjoined + 1
+        deadline = asyncio.get_running_loop().call_later(
+            self._join_deadline, self._join_deadline_passed, client
+        )
         try:
+            if unjoined >= self._max_unjoined:
+                raise _Refused(
+                    "rate_limited",
+                    f"{unjoined} connections from your address have not joined yet; join or close them",
+                )
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT:
                     await self._on_text(client, msg.data)
@@ -362,9 +396,31 @@ class SignalingServer:
             await self._send(ws, Error(code=refusal.code, message=refusal.message))
             await ws.close()
         finally:
+            deadline.cancel()
             self._sockets.discard(ws)
+            self._joined_or_gone(client)
             await self._leave(client)
         return ws
+
+    def _joined_or_gone(self, client: _Client) -> None:
+        """``client`` no longer counts as connected-and-unjoined (called once per socket)."""
+        if client.counted_unjoined:
+            client.counted_unjoined = False
+            left = self._unjoined[client.address] - 1
+            if left:
+                self._unjoined[client.address] = left
+            else:
+                del self._unjoined[client.address]
+
+    def _join_deadline_passed(self, client: _Client) -> None:
+        if client.room is None and client.counted_unjoined and not client.ws.closed:
+            reason = f"no join within {self._join_deadline:g} s".encode()
+            # Its handler sees the close and cleans up; the task is only the close itself.
+            task = asyncio.ensure_future(
+                client.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason)
+            )
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     # -- messages --------------------------------------------------------------
 
@@ -406,6 +462,7 @@ class SignalingServer:
             raise _Refused("role_taken", f"this room already has a {join.role}")
         room.members[join.role] = client.ws
         client.room, client.role = room, join.role
+        self._joined_or_gone(client)
         peer = room.members.get(other_role(join.role))
         # Uncompressed sends write synchronously, so `joined` reaches the joiner
         # before anything the peer relays once it hears `peer joined`.

@@ -462,6 +462,59 @@ def test_failed_joins_are_rate_limited_per_address(monkeypatch: pytest.MonkeyPat
     run(scenario)
 
 
+def test_a_socket_that_never_joins_is_closed_at_the_join_deadline() -> None:
+    async def scenario() -> None:
+        async with serving(join_deadline=0.5) as (server, session):
+            idle = await session.ws_connect(server.url)
+            sender, joined = await join(session, server, "sender")
+            assert joined["t"] == "joined"
+            assert server.unjoined_sockets == 1
+            msg = await idle.receive(timeout=5)
+            # No Appendix C error code fits, so no error frame: a policy close with a reason.
+            assert msg.type is aiohttp.WSMsgType.CLOSE, msg
+            assert msg.data == aiohttp.WSCloseCode.POLICY_VIOLATION and msg.extra == "no join within 0.5 s"
+            await asyncio.sleep(0.3)  # past the deadline, a socket that joined in time stays
+            await send(sender, {"t": "signal", "data": OFFER})
+            assert not sender.closed
+            receiver, joined = await join(session, server, "receiver")
+            assert joined["peer_present"] is True
+            assert await receive(sender) == {"t": "peer", "role": "receiver", "event": "joined"}
+            await unjoined_settles(server, 0)
+            await sender.close()
+            await receiver.close()
+
+    run(scenario)
+
+
+async def unjoined_settles(server: SignalingServer, count: int) -> None:
+    """The server's handlers run after the client sees a close: wait for them."""
+    async with asyncio.timeout(5):
+        while server.unjoined_sockets != count:
+            await asyncio.sleep(0.01)
+
+
+def test_unjoined_sockets_are_capped_per_address() -> None:
+    async def scenario() -> None:
+        async with serving(max_unjoined_per_address=3) as (server, session):
+            waiting = [await session.ws_connect(server.url) for _ in range(3)]
+            extra = await session.ws_connect(server.url)
+            await assert_refused(extra, "rate_limited")
+            await unjoined_settles(server, 3)
+            # A waiting socket that joins frees its place; one that closes does too.
+            await send(waiting[0], {"t": "join", "room": CODE, "role": "sender"})
+            assert (await receive(waiting[0]))["t"] == "joined"
+            await waiting[1].close()
+            await unjoined_settles(server, 1)
+            late = [await session.ws_connect(server.url) for _ in range(2)]
+            await send(late[1], {"t": "join", "room": CODE, "role": "receiver"})
+            assert (await receive(late[1]))["peer_present"] is True
+            for ws in [*waiting, *late]:
+                await ws.close()
+            await unjoined_settles(server, 0)
+
+    run(scenario)
+
+
 @pytest.mark.parametrize(
     ("remote", "key"),
     [
@@ -660,6 +713,7 @@ def test_console_entry_serves_and_stops_cleanly(stop_signal: signal.Signals) -> 
         (["--port", "70000"], "argument --port: port out of range: 70000"),
         (["--room-ttl", "0"], "argument --room-ttl: must be a positive number of seconds: 0"),
         (["--room-ttl", "soon"], "argument --room-ttl: not a number of seconds: 'soon'"),
+        (["--join-deadline", "-1"], "argument --join-deadline: must be a positive number of seconds: -1"),
         (["--bogus"], "unrecognized arguments: --bogus"),
     ],
 )

@@ -34,10 +34,11 @@ def test_rooms_at_once_and_floods_keep_appendix_c_and_leave_other_rooms_working(
         oversize_clients=8,
         garbage_clients=20,
         guesses=UNKNOWN_ROOM_LIMIT + 10,
-        idle_sockets=100,
+        idle_sockets=300,
         idle_hold=1.0,
+        join_deadline=2.0,
     )
-    with signaling_server(tmp_path) as server:
+    with signaling_server(tmp_path, join_deadline=plan.join_deadline) as server:
         result = asyncio.run(run_load(server, plan))
         assert server.rooms_closed() >= plan.rooms
     floods = result["floods"]
@@ -49,7 +50,9 @@ def test_rooms_at_once_and_floods_keep_appendix_c_and_leave_other_rooms_working(
     assert floods["too_large"]["errors"] == {"too_large": plan.oversize_clients}
     assert floods["garbage"]["errors"] == {"bad_message": plan.garbage_clients}
     assert floods["guessing"]["first_rate_limited_at"] == UNKNOWN_ROOM_LIMIT + 1, floods["guessing"]
-    assert floods["idle"]["still_open"] == plan.idle_sockets
+    assert floods["idle"]["refused"] == plan.idle_sockets - plan.max_unjoined, floods["idle"]
+    assert floods["idle"]["still_open"] == plan.max_unjoined, floods["idle"]
+    assert floods["idle"]["closed_at_deadline"] == plan.max_unjoined, floods["idle"]
     assert floods["slow_reader"]["sent_by_sender"] == MAX_SIGNALS
     assert result["witness_flood"]["failed"] == 0, result["witness_flood"]["failures"]
     assert result["witness_flood"]["n"] > 0
