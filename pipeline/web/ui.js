@@ -57,7 +57,10 @@ export function finish(outcome, code, message) {
     render();
     resolveFinished(JSON.parse(JSON.stringify({ ...xfer, finished: undefined })));
     // Keep the channel a moment so our last frames (done_ack, cancel, error) get out.
-    setTimeout(() => ui.close(), outcome === "completed" ? 5000 : 1000);
+    // A sender that completed has none left: done_ack was the peer's last frame (B.2),
+    // and a receiving CLI waits for the sender's close before it reports.
+    const linger = outcome !== "completed" ? 1000 : xfer.role === "sender" ? 0 : 5000;
+    setTimeout(() => ui.close(), linger);
   });
 }
 
