@@ -89,10 +89,10 @@ def wait_for_bytes(page: Page, at_least: int, timeout_ms: int = TRANSFER_TIMEOUT
     )
 
 
-def pick(page: Page, origin: str, path: Path) -> str:
-    """Open the send page, pick ``path`` (a directory, or one file), return the room
-    code the page shows once it has joined."""
-    page.goto(f"{origin}/")
+def pick(page: Page, origin: str, path: Path, query: str = "") -> str:
+    """Open the send page (with ``query``, e.g. ``ice_timeout=2``), pick ``path`` (a
+    directory, or one file), return the room code the page shows once it has joined."""
+    page.goto(f"{origin}/?{query}" if query else f"{origin}/")
     page.set_input_files("#dir" if path.is_dir() else "#files", str(path))
     page.wait_for_function(
         "() => document.querySelector('#send-code')?.textContent.trim()", timeout=JOIN_TIMEOUT_MS

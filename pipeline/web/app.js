@@ -1,8 +1,8 @@
 // The receive page's shell: DOM, signaling, the DataChannel, hashing (hash-wasm)
 // and the OPFS sink. Protocol decisions live in receiver.js.
 import { ReceiverCore } from "./receiver.js";
-import { Room, gathered, startOnOpen, NO_ROUTE_ADVICE } from "./rtc.js";
-import { $, params, xfer, ui, human, render, refreshDetails, finish, ICE_DEADLINE_MS } from "./ui.js";
+import { Room, gathered, startOnOpen } from "./rtc.js";
+import { $, params, xfer, ui, human, render, refreshDetails, finish, finishNoRoute, ICE_DEADLINE_MS } from "./ui.js";
 import { startSendPage } from "./send.js";
 
 const MAX_MESSAGE_SIZE = 262144;
@@ -186,7 +186,7 @@ async function onSignal(data) {
   if (data.type === "offer") {
     pc = ui.pc = new RTCPeerConnection({ iceServers: (params.get("stun") || "").split(",").filter(Boolean).map((u) => ({ urls: u })) });
     xfer.state = "connecting";
-    const deadline = setTimeout(() => { if (!channel || channel.readyState !== "open") finish("no_route", "no_route", NO_ROUTE_ADVICE); }, ICE_DEADLINE_MS);
+    const deadline = setTimeout(() => { if (!channel || channel.readyState !== "open") finishNoRoute(); }, ICE_DEADLINE_MS);
     pc.ondatachannel = (e) => { clearTimeout(deadline); adopt(e.channel); };
     await pc.setRemoteDescription(data);
     await pc.setLocalDescription(await pc.createAnswer());

@@ -42,10 +42,6 @@ export async function diagnostics(pc) {
   return out;
 }
 
-export const NO_ROUTE_ADVICE = "No direct network path was found between the two devices (no relay is ever used). "
-  + "Most likely both are behind strict (symmetric) NATs or a firewall blocks UDP. "
-  + "Try: the same Wi-Fi/LAN, IPv6, a port forward, a VPN such as WireGuard, or another network.";
-
 /**
  * Start a channel's protocol once, on its open event or on its first message, whichever
  * comes first, and hand start() a send() that holds frames while the channel is still

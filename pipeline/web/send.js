@@ -4,8 +4,8 @@
 import { SenderCore } from "./sender.js";
 import { HEADER_LEN, packHeader } from "./frames.js";
 import { validateManifestPaths } from "./paths.js";
-import { Room, gathered, startOnOpen, NO_ROUTE_ADVICE } from "./rtc.js";
-import { $, params, xfer, ui, human, render, refreshDetails, finish, ICE_DEADLINE_MS } from "./ui.js";
+import { Room, gathered, startOnOpen } from "./rtc.js";
+import { $, params, xfer, ui, human, render, refreshDetails, finish, finishNoRoute, ICE_DEADLINE_MS } from "./ui.js";
 import { WORDS } from "./words.js";
 
 const MAX_MESSAGE_SIZE = 262144;
@@ -90,7 +90,7 @@ async function offer() {
   channel = pc.createDataChannel("xfer", { protocol: "xfer/1", ordered: true });
   channel.binaryType = "arraybuffer";
   channel.bufferedAmountLowThreshold = HIGH_WATER / 2;
-  setTimeout(() => { if (channel.readyState !== "open") finish("no_route", "no_route", NO_ROUTE_ADVICE); }, ICE_DEADLINE_MS);
+  setTimeout(() => { if (channel.readyState !== "open") finishNoRoute(); }, ICE_DEADLINE_MS);
   startOnOpen(channel, opened, (data) => core.message(data, pc.sctp?.maxMessageSize || 65536));
   channel.addEventListener("open", () => { if (core) pump(); }); // started by a message before open
   channel.onclose = () => { if (!xfer.outcome) finish("failed", "timeout", "the connection to the receiver was lost"); };

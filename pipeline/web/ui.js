@@ -1,6 +1,7 @@
 // The page's shared status object (window.xfer, BROWSER-CONTRACT.md) and its
 // rendering: progress, the per-file table, the outcome in words, details.
-import { diagnostics, NO_ROUTE_ADVICE } from "./rtc.js";
+import { diagnostics } from "./rtc.js";
+import { diagnoseNoRoute, noRouteText } from "./noroute.js";
 
 export const $ = (id) => document.getElementById(id);
 export const params = new URLSearchParams(location.search);
@@ -40,10 +41,19 @@ export function render() {
 export async function refreshDetails() {
   Object.assign(xfer.connection, await diagnostics(ui.pc).catch(() => ({})));
   $("details-text").textContent = `state: ${xfer.state}\nICE: ${ui.pc?.iceConnectionState ?? "-"}\n${JSON.stringify(xfer.connection, null, 1)}`
-    + (xfer.outcome === "no_route" ? `\n\n${NO_ROUTE_ADVICE}` : "");
+    + (xfer.connection.no_route ? `\n\n${noRouteText(xfer.connection.no_route)}` : "");
 }
 
 const WORDS = { completed: "Completed", failed: "Failed", rejected: "Rejected", cancelled: "Cancelled", no_route: "No route" };
+
+/** End no_route (A.1) with this page's case-by-case diagnosis, kept in xfer.connection.no_route. */
+export async function finishNoRoute() {
+  if (xfer.outcome) return;
+  const diagnosis = await diagnoseNoRoute(ui.pc, Boolean(params.get("stun")));
+  if (xfer.outcome) return;
+  xfer.connection.no_route = diagnosis;
+  finish("no_route", "no_route", `${diagnosis.summary} ${diagnosis.likely}`);
+}
 
 /** Reach the one terminal outcome (Appendix A rule 1); later calls change nothing. */
 export function finish(outcome, code, message) {

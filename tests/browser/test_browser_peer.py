@@ -13,6 +13,7 @@ a few seconds at the ≈13–19 MB/s chromium and aiortc reach on this machine.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -22,6 +23,8 @@ from typing import Any
 import psutil
 import pytest
 
+from pipeline.signaling import Signal
+from pipeline.signaling.client import SignalingClient, SignalingError
 from tests.browser.conftest import ARTIFACTS, Browser
 from tests.browser.pages import (
     TRANSFER_TIMEOUT_MS,
@@ -209,6 +212,63 @@ def test_a_wrong_digest_from_a_cli_sender_is_a_hash_mismatch_with_no_download(
     assert "bad.bin" not in downloads.save()  # never offered as if it were good
     assert not [name for name in page.evaluate(OPFS_NAMES) if "bad.bin" in name]  # partial deleted
     assert "hash" in page.inner_text("#outcome").lower() or "match" in page.inner_text("#outcome").lower()
+
+
+class SilentReceiver(threading.Thread):
+    """Joins a room as receiver over the real signaling server and never answers the offer."""
+
+    def __init__(self, url: str, code: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.code = url, code
+        self.joined = threading.Event()
+        self.offers = 0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        asyncio.run(self._hold())
+
+    async def _hold(self) -> None:
+        async with SignalingClient() as client:
+            await client.connect(self.url)
+            await client.join(self.code, "receiver")
+            self.joined.set()
+            while not self._done.is_set():
+                try:
+                    event = await client.receive(timeout=0.1)
+                except TimeoutError:
+                    continue
+                except SignalingError:
+                    return  # the page left: nothing more to hold
+                if isinstance(event, Signal) and event.data.get("type") == "offer":
+                    self.offers += 1
+
+    def close(self) -> None:
+        self._done.set()
+        self.join(10)
+
+
+def test_a_page_whose_peer_never_answers_ends_no_route_and_says_why(
+    chromium: Browser, signal_server: SignalServer, tmp_path: Path
+) -> None:
+    (tmp_path / "one.bin").write_bytes(b"x" * 1000)
+    page = chromium.new_page()
+    code = pick(page, http_origin(signal_server.url), tmp_path / "one.bin", query="ice_timeout=2")
+    silent = SilentReceiver(signal_server.url, code)
+    silent.start()
+    try:
+        assert silent.joined.wait(30)
+        summary = finished(page, 30_000)
+    finally:
+        silent.close()
+    assert silent.offers == 1
+    assert summary["outcome"] == "no_route" and summary["error_code"] == "no_route", summary
+    diagnosis = summary["connection"]["no_route"]
+    # The page offered its own addresses; nothing at all came back from the peer.
+    assert diagnosis["cause"] == "peer_no_address", diagnosis
+    assert diagnosis["advice"] and diagnosis["summary"] in summary["message"]
+    assert "No route" in page.inner_text("#outcome")
+    details = page.text_content("#details-text") or ""
+    assert "What you can do:" in details and "(cause: peer_no_address)" in details, details
 
 
 def test_cancel_from_the_page_ends_both_sides_cancelled(
