@@ -114,5 +114,9 @@ def test_the_flight_cap_follows_a_path_whose_rtt_rises(monkeypatch: pytest.Monke
     assert caps[0] is not None and caps[0] < 2 * sctp_flight.MIN_CAP  # a ~1 ms path: near the LAN cap
     assert state is not None and state.rtt is not None and state.rtt > 0.035
     # After the rise the cap is the 40 ms path's (5 MB), not the 256 KiB set at connect.
-    assert caps[-1] == sctp_flight.cap_for_rtt(state.rtt)
+    # It is set from srtt on each SACK; SACKs after the last progress report move srtt
+    # (and so state.rtt) a few per cent more, hence "within 10 %", not equality.
+    want = sctp_flight.cap_for_rtt(state.rtt)
+    assert caps[-1] is not None and want is not None
+    assert abs(caps[-1] - want) <= 0.1 * want, (caps[-1], want)
     assert caps[-1] is not None and caps[-1] > 10 * sctp_flight.MIN_CAP
