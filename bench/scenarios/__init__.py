@@ -15,6 +15,7 @@ from bench.scenarios import (
     media,
     memory,
     profile,
+    reconnect,
     signaling,
     soak,
     sweep,
@@ -30,11 +31,12 @@ SCENARIOS: dict[str, Scenario] = {
     "sweep": sweep.run,
     "profile": profile.run,
     "impairment": impairment.run,
+    "reconnect": reconnect.run,
     "browser": browser.run,
     "soak": soak.run,
     "signaling": signaling.run,
 }
-# What `python -m bench` runs without names; profile (py-spy), impairment (root:
+# What `python -m bench` runs without names; profile (py-spy), impairment and reconnect (root:
 # network namespaces, iptables, tc), browser (chromium) and soak (root: tmpfs for
 # the full disk; ~10 min) and signaling (~1 min) are asked for by name.
 DEFAULT_SCENARIOS: tuple[str, ...] = ("ceiling", "large-file", "memory", "media", "sweep")
@@ -47,6 +49,7 @@ DESCRIPTIONS: dict[str, str] = {
     "sweep": "chunk size × window × ring slots × bufferedAmount thresholds (baseline: defaults)",
     "profile": "py-spy on both connection processes during a transfer (where the CPU goes)",
     "impairment": "two NATs, 40 ms RTT / 1 % / 5 % loss / 8 Mbit/s (root; baseline: raw aiortc, same condition)",
+    "reconnect": "a link cut for 3 s (and 15 s) mid-transfer in the NAT lab: time back to full rate (root; baseline: the same transfer uncut)",
     "soak": "200+ sessions, normal and every fault, through one signaling server (baseline: Appendix A's verdicts)",
     "signaling": "200 rooms at once, then signal/oversize/garbage/guessing/idle/slow-reader floods (baseline: a witness room on the quiet server)",
     "browser": "CLI→browser, browser→CLI, browser→browser with the web app in chromium (baseline: raw aiortc, same size)",
