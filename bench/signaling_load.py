@@ -58,6 +58,7 @@ UNKNOWN_ROOM_LIMIT = 20
 GUESS_ADDRESS = "127.0.0.2"  # its own failed-join budget: the witness must not share it
 WSCLOSE_POLICY_VIOLATION = 1008  # the server's close for a socket past its join deadline
 IDLE_ADDRESS = "127.0.0.3"  # its own unjoined-socket budget, for the same reason
+ROOMS_ADDRESS = "127.0.0.4"  # its own open-room budget, for the same reason
 
 
 @dataclass
@@ -503,6 +504,55 @@ async def idle_sockets(
     }
 
 
+async def room_flood(
+    server: Server, count: int, seed: int, local: str = ROOMS_ADDRESS
+) -> dict[str, Any]:
+    """``count`` sender joins to fresh codes from ``local``, each kept open.
+
+    Past the server's per-address room cap they are refused (``rate_limited``);
+    once all are closed, the address may open a room again.
+    """
+    rng = random.Random(seed)
+    before = server.rss()
+    kept: list[aiohttp.ClientWebSocketResponse] = []
+    outcomes: dict[str, int] = {}
+    connector = aiohttp.TCPConnector(limit=0, local_addr=(local, 0))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _ in range(count):
+            ws = await session.ws_connect(server.url)
+            await ws.send_str(_join(f"{rng.randrange(1000)}-room-{rng.getrandbits(40):010x}", "sender"))
+            message = await _receive(ws, 10.0)
+            what = "closed" if message is None else str(message.get("code") or message.get("t"))
+            outcomes[what] = outcomes.get(what, 0) + 1
+            if what == "joined":
+                kept.append(ws)
+            else:
+                await ws.close()
+        during = server.rss()
+        await asyncio.gather(*(ws.close() for ws in kept))
+        # The server frees a room when its handler sees the close, just after.
+        reopened = None
+        for _ in range(50):
+            ws = await session.ws_connect(server.url)
+            await ws.send_str(_join(f"{rng.randrange(1000)}-room-{rng.getrandbits(40):010x}", "sender"))
+            message = await _receive(ws, 10.0)
+            await ws.close()
+            reopened = message is not None and message.get("t") == "joined"
+            if reopened:
+                break
+            await asyncio.sleep(0.1)
+    return {
+        "joins": count,
+        "outcomes": outcomes,
+        "open": len(kept),
+        "refused": outcomes.get("rate_limited", 0),
+        "reopened_after_close": reopened,
+        "rss_before": before,
+        "rss_during": during,
+        "bytes_per_room": (during - before) / max(1, len(kept)),
+    }
+
+
 def _ws_frame(text: str) -> bytes:
     """One masked client text frame (RFC 6455 5.2)."""
     payload = text.encode()
@@ -604,6 +654,8 @@ class LoadPlan:
     idle_hold: float = 2.0
     join_deadline: float = 3.0  # the server's, passed to signaling_server by the caller
     max_unjoined: int = 256  # the server's per-address cap (its default)
+    room_joins: int = 300
+    max_rooms: int = 256  # the server's per-address room cap (its default)
     seed: int = 12
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -639,12 +691,13 @@ async def run_load(server: Server, plan: LoadPlan) -> dict[str, Any]:
             guessing(server.url, plan.guesses, plan.seed + 6),
         )
         idle = await idle_sockets(server, plan.idle_sockets, plan.idle_hold)
+        opened = await room_flood(server, plan.room_joins, plan.seed + 8)
         slow = await slow_reader(server, plan.seed + 7)
-        floods = [*refusals, idle, slow]
+        floods = [*refusals, idle, opened, slow]
         stop.set()
         during = await during_task
         flood_peak = watch.peak
-    names = ("signals", "too_large", "garbage", "guessing", "idle", "slow_reader")
+    names = ("signals", "too_large", "garbage", "guessing", "idle", "rooms", "slow_reader")
     healthy = await _healthz(server.url)
     return {
         "rooms": rooms,
@@ -689,8 +742,18 @@ def verdicts(result: dict[str, Any], plan: LoadPlan) -> dict[str, bool]:
         "idle sockets capped per address, closed at the join deadline": idle_held(
             floods["idle"], plan
         ),
+        "rooms capped per address, freed when closed": rooms_held(floods["rooms"], plan),
         "healthy after": result["healthz_after"],
     }
+
+
+def rooms_held(opened: dict[str, Any], plan: LoadPlan) -> bool:
+    kept = min(plan.room_joins, plan.max_rooms)
+    return (
+        opened["open"] == kept
+        and opened["refused"] == plan.room_joins - kept
+        and opened["reopened_after_close"] is True
+    )
 
 
 def idle_held(idle: dict[str, Any], plan: LoadPlan) -> bool:

@@ -19,7 +19,14 @@ from typing import Any
 
 from bench.context import Bench, log
 from bench.report import fmt_ratio
-from bench.signaling_load import IDLE_ADDRESS, LoadPlan, run_load, signaling_server, verdicts
+from bench.signaling_load import (
+    IDLE_ADDRESS,
+    ROOMS_ADDRESS,
+    LoadPlan,
+    run_load,
+    signaling_server,
+    verdicts,
+)
 
 
 def _mib(n: float) -> str:
@@ -27,7 +34,7 @@ def _mib(n: float) -> str:
 
 
 def plan_for(quick: bool) -> LoadPlan:
-    return LoadPlan(rooms=50, guesses=40, idle_sockets=300) if quick else LoadPlan()
+    return LoadPlan(rooms=50, guesses=40, idle_sockets=300, room_joins=280) if quick else LoadPlan()
 
 
 def run(bench: Bench) -> dict[str, Any]:
@@ -41,10 +48,11 @@ def run(bench: Bench) -> dict[str, Any]:
         log(f"  {'held' if ok else 'BROKEN'}: {check}")
     rooms, floods = result["rooms"], result["floods"]
     quiet, flood = result["witness_quiet"], result["witness_flood"]
-    sig, guess, idle, slow = (
+    sig, guess, idle, opened, slow = (
         floods["signals"],
         floods["guessing"],
         floods["idle"],
+        floods["rooms"],
         floods["slow_reader"],
     )
     rows = [
@@ -80,6 +88,12 @@ def run(bench: Bench) -> dict[str, Any]:
             f" {idle['held_s']:.0f} s, {idle['closed_at_deadline']} closed by the server,"
             f" the last at {idle['last_closed_s'] or 0:.1f} s (join deadline {plan.join_deadline:g} s)",
             f"RSS +{_mib(idle['rss_during'] - idle['rss_before'])} ({idle['bytes_per_socket'] / 1024:.1f} KiB/socket)",
+        ],
+        [
+            f"rooms from one address ({opened['joins']} sender joins from {ROOMS_ADDRESS}, kept open)",
+            f"{opened['open']} open, {opened['refused']} rate_limited (cap {plan.max_rooms});"
+            f" after closing them a new room {'opens' if opened['reopened_after_close'] else 'is STILL refused'}",
+            f"RSS +{_mib(opened['rss_during'] - opened['rss_before'])} ({opened['bytes_per_room'] / 1024:.1f} KiB/room)",
         ],
         [
             f"slow reader ({_mib(slow['offered_bytes'])} pushed at it)",

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pipeline.cli.usage import OneLineErrorParser
-from pipeline.signaling.server import SignalingServer
+from pipeline.signaling.server import MAX_ROOMS_PER_ADDRESS, SignalingServer
 from pipeline.signaling.webapp import packaged_web_root
 
 
@@ -41,6 +41,16 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+def _count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {count}")
+    return count
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(prog="pipeline-signal", description="Run the WebRTC signaling server.")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -59,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="close a connection that has not joined a room this long after connecting (default 10)",
     )
+    parser.add_argument(
+        "--max-rooms-per-address",
+        type=_count,
+        default=MAX_ROOMS_PER_ADDRESS,
+        metavar="N",
+        help=f"rooms one address (IPv6: one /64) may have open at once (default {MAX_ROOMS_PER_ADDRESS})",
+    )
     return parser
 
 
@@ -74,6 +91,7 @@ async def _serve(args: argparse.Namespace) -> int:
             port=args.port,
             room_ttl=args.room_ttl,
             join_deadline=args.join_deadline,
+            max_rooms_per_address=args.max_rooms_per_address,
             web_root=packaged_web_root(),
         )
         try:

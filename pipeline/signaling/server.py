@@ -38,6 +38,14 @@ sockets of one address (an IPv6 /64) may be connected and not yet joined; one
 more is answered ``rate_limited`` and closed.  Together they bound what idle
 sockets cost: without them only the process's fd limit did.
 
+At most ``max_rooms_per_address`` rooms opened by one address (an IPv6 /64)
+may be open at once; a sender ``join`` that would open one more is answered
+``rate_limited`` and closed.  A room counts against the address of the sender
+that opened it until it closes (its last member left), expired or not; a
+sender rejoining its open room (C.5) opens nothing.  With the join deadline
+this bounds what one address can hold: every socket it keeps is in a room
+it opened, waiting to join, or a receiver in someone's room.
+
 Given a ``web_root`` the server also serves the browser app (C.1) at ``/``
 and its files by path (:mod:`.webapp` decides what is servable).
 """
@@ -71,6 +79,7 @@ FAILED_JOIN_WINDOW: Final = 60.0
 HEARTBEAT_SECONDS: Final = 5.0
 JOIN_DEADLINE_SECONDS: Final = 10.0
 MAX_UNJOINED_PER_ADDRESS: Final = 256  # a NAT's many users join within milliseconds
+MAX_ROOMS_PER_ADDRESS: Final = 256  # an office NAT's senders, each one room at a time
 # aiohttp refuses a frame above max_msg_size before reading it, closing with
 # 1009 from inside receive(); headroom above the protocol limit lets ordinary
 # oversize messages get a proper too_large answer from _on_text, and
@@ -137,6 +146,7 @@ class _Room:
     number: int  # names the room in logs, which must not leak the code
     code: str
     expires_at: float
+    opener: str  # the address key of the sender that opened it
     members: dict[Role, web.WebSocketResponse] = field(default_factory=dict)
     signals: dict[Role, int] = field(default_factory=lambda: {"sender": 0, "receiver": 0})
     relayed_bytes: int = 0
@@ -220,13 +230,19 @@ class SignalingServer:
         web_root: str | Path | None = None,
         join_deadline: float = JOIN_DEADLINE_SECONDS,
         max_unjoined_per_address: int = MAX_UNJOINED_PER_ADDRESS,
+        max_rooms_per_address: int = MAX_ROOMS_PER_ADDRESS,
     ) -> None:
         if room_ttl <= 0 or not join_deadline > 0:
             raise ValueError("room_ttl and join_deadline must be positive")
-        if max_signals < 0 or unknown_room_limit < 1 or max_unjoined_per_address < 1:
+        if min(unknown_room_limit, max_unjoined_per_address, max_rooms_per_address) < 1:
             raise ValueError(
-                "max_signals must be >= 0, unknown_room_limit and max_unjoined_per_address >= 1"
+                "unknown_room_limit, max_unjoined_per_address and max_rooms_per_address must be >= 1"
             )
+        if max_signals < 0:
+            raise ValueError("max_signals must be >= 0")
+        self._max_rooms = max_rooms_per_address
+        # Rooms open now (expired ones included until they close), per opener's address key.
+        self._rooms_by_address: dict[str, int] = {}
         self._join_deadline = join_deadline
         self._max_unjoined = max_unjoined_per_address
         # Sockets connected and not yet in a room, per address key; no zero entries.
@@ -335,6 +351,11 @@ class SignalingServer:
             "rooms_opened": self._rooms_opened,
             "open_rooms": len(self._rooms),
         }
+
+    @property
+    def rooms_by_address(self) -> dict[str, int]:
+        """Rooms not yet closed (expired ones included), per opener's address key."""
+        return dict(self._rooms_by_address)
 
     @property
     def unjoined_sockets(self) -> int:
@@ -453,7 +474,7 @@ class SignalingServer:
             if join.role == "receiver":
                 self._record_failed_join(client.address, now)
                 raise _Refused("unknown_room", "no room has this code; check it with the sender")
-            room = self._open_room(code, now)
+            room = self._open_room(code, client.address, now)
         elif len(room.members) == 2:
             self._record_failed_join(client.address, now)
             raise _Refused("room_full", "this room already has a sender and a receiver")
@@ -516,8 +537,17 @@ class SignalingServer:
 
     # -- rooms -----------------------------------------------------------------
 
-    def _open_room(self, code: str, now: float) -> _Room:
-        room = _Room(number=next(self._room_numbers), code=code, expires_at=now + self._room_ttl)
+    def _open_room(self, code: str, opener: str, now: float) -> _Room:
+        opened = self._rooms_by_address.get(opener, 0)
+        if opened >= self._max_rooms:
+            raise _Refused(
+                "rate_limited",
+                f"{opened} rooms opened from your address are still open; finish or leave one first",
+            )
+        self._rooms_by_address[opener] = opened + 1
+        room = _Room(
+            number=next(self._room_numbers), code=code, expires_at=now + self._room_ttl, opener=opener
+        )
         self._rooms[code] = room
         self._rooms_opened += 1
         log.debug("room #%d opened", room.number)
@@ -526,6 +556,11 @@ class SignalingServer:
     def _close_room(self, room: _Room) -> None:
         if self._rooms.get(room.code) is room:
             del self._rooms[room.code]
+        left = self._rooms_by_address[room.opener] - 1
+        if left:
+            self._rooms_by_address[room.opener] = left
+        else:
+            del self._rooms_by_address[room.opener]
         log.info(
             "room #%d closed%s: relayed %d signal messages, %d bytes",
             room.number,

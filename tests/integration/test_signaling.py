@@ -515,6 +515,43 @@ def test_unjoined_sockets_are_capped_per_address() -> None:
     run(scenario)
 
 
+async def rooms_settle(server: SignalingServer, expected: dict[str, int]) -> None:
+    async with asyncio.timeout(5):
+        while server.rooms_by_address != expected:
+            await asyncio.sleep(0.01)
+
+
+def test_rooms_are_capped_per_opening_address_until_they_close() -> None:
+    async def scenario() -> None:
+        async with serving(max_rooms_per_address=2, room_ttl=0.3) as (server, session):
+            first, joined = await join(session, server, "sender", "1-a")
+            assert joined["t"] == "joined"
+            second, _ = await join(session, server, "sender", "2-b")
+            extra, refused = await join(session, server, "sender", "3-c")
+            assert refused["t"] == "error" and refused["code"] == "rate_limited", refused
+            assert "rooms" in refused["message"]
+            await assert_closed(extra)
+            # Receivers open nothing, so they are not capped by it.
+            receiver, joined = await join(session, server, "receiver", "1-a")
+            assert joined["peer_present"] is True
+            assert server.rooms_by_address == {"127.0.0.1": 2}
+            # A sender rejoining its open room (C.5) opens nothing.
+            await first.close()
+            rejoined, joined = await join(session, server, "sender", "1-a")
+            assert joined["peer_present"] is True
+            # An expired room still counts while its pair is in it; it is freed when they leave.
+            await wait_for_open_rooms(server, 0)
+            await assert_closed(second)  # waited alone: disconnected at expiry
+            await rooms_settle(server, {"127.0.0.1": 1})
+            fourth, joined = await join(session, server, "sender", "4-d")
+            assert joined["t"] == "joined", "the lonely room closed, so one is free"
+            for ws in (rejoined, receiver, fourth):
+                await ws.close()
+            await rooms_settle(server, {})
+
+    run(scenario)
+
+
 @pytest.mark.parametrize(
     ("remote", "key"),
     [
@@ -714,6 +751,8 @@ def test_console_entry_serves_and_stops_cleanly(stop_signal: signal.Signals) -> 
         (["--room-ttl", "0"], "argument --room-ttl: must be a positive number of seconds: 0"),
         (["--room-ttl", "soon"], "argument --room-ttl: not a number of seconds: 'soon'"),
         (["--join-deadline", "-1"], "argument --join-deadline: must be a positive number of seconds: -1"),
+        (["--max-rooms-per-address", "0"], "argument --max-rooms-per-address: must be at least 1: 0"),
+        (["--max-rooms-per-address", "many"], "argument --max-rooms-per-address: not a whole number: 'many'"),
         (["--bogus"], "unrecognized arguments: --bogus"),
     ],
 )

@@ -37,6 +37,7 @@ def test_rooms_at_once_and_floods_keep_appendix_c_and_leave_other_rooms_working(
         idle_sockets=300,
         idle_hold=1.0,
         join_deadline=2.0,
+        room_joins=270,
     )
     with signaling_server(tmp_path, join_deadline=plan.join_deadline) as server:
         result = asyncio.run(run_load(server, plan))
@@ -53,6 +54,12 @@ def test_rooms_at_once_and_floods_keep_appendix_c_and_leave_other_rooms_working(
     assert floods["idle"]["refused"] == plan.idle_sockets - plan.max_unjoined, floods["idle"]
     assert floods["idle"]["still_open"] == plan.max_unjoined, floods["idle"]
     assert floods["idle"]["closed_at_deadline"] == plan.max_unjoined, floods["idle"]
+    assert floods["rooms"]["open"] == plan.max_rooms, floods["rooms"]
+    assert floods["rooms"]["outcomes"] == {
+        "joined": plan.max_rooms,
+        "rate_limited": plan.room_joins - plan.max_rooms,
+    }, floods["rooms"]
+    assert floods["rooms"]["reopened_after_close"] is True
     assert floods["slow_reader"]["sent_by_sender"] == MAX_SIGNALS
     assert result["witness_flood"]["failed"] == 0, result["witness_flood"]["failures"]
     assert result["witness_flood"]["n"] > 0
