@@ -184,10 +184,16 @@ _FILE_OUTCOMES = {"verified": "verified", "mismatch": "hash_mismatch", "io_error
 REPORT_LIMIT = 20
 
 
-def file_outcomes(paths: Sequence[str], verdicts: dict[str, str], final_paths: dict[str, str]) -> list[dict[str, str]]:
-    """Every file by id: its path (the final one where the receiver renamed it) and outcome."""
+def file_outcomes(paths: Sequence[str], verdicts: str, final_paths: dict[str, str]) -> list[dict[str, str]]:
+    """Every file by id: its path (the final one where the receiver renamed it) and outcome.
+
+    ``verdicts`` is :func:`pipeline.control.verdict_letters`'s one letter per file.
+    """
     return [
-        {"path": final_paths.get(str(i), path), "outcome": _FILE_OUTCOMES.get(verdicts.get(str(i), ""), "not_transferred")}
+        {
+            "path": final_paths.get(str(i), path),
+            "outcome": _FILE_OUTCOMES.get(control.verdict_at(verdicts, i) or "", "not_transferred"),
+        }
         for i, path in enumerate(paths)
     ]
 
@@ -224,7 +230,7 @@ def summarize(
     """The JSON summary; ``paths`` (each file's path by id) gives ``file_outcomes``."""
     outcome = Outcome(result.outcome)
     diagnostics = dict(result.diagnostics)
-    verdicts = diagnostics.pop("verdicts", {})
+    verdicts = diagnostics.pop("verdicts", "")
     bytes_done = result.counters.get("bytes", 0)
     # The rate is over the transfer alone (see Supervisor's TransferClock), not over
     # the whole session with its wait for the receiver and for the user's answer.

@@ -65,7 +65,9 @@ class Hello(_Frame, tag="hello", kw_only=True, frozen=True):
     resume: bool = False
 
 
-class FileEntry(msgspec.Struct, omit_defaults=True, kw_only=True, frozen=True):
+# gc=False: it holds only str and int, so it can be in no cycle; one per file in
+# every process that holds the file list, 16 bytes fewer each and never scanned.
+class FileEntry(msgspec.Struct, omit_defaults=True, kw_only=True, frozen=True, gc=False):
     id: U32
     path: str
     # Any JSON integer up to 64 bits decodes; B.4's range (0 <= size < 2^53) is the

@@ -119,7 +119,11 @@ class ReceiverMachine(MachineBase):
         self.total_chunks = 0
         self._assembler: ManifestAssembler | None = None
         self._reoffer: ManifestAssembler | None = None
+        # Files still arriving; a file whose every chunk arrived (and went to the
+        # hasher) leaves it for one byte in _arrived, so that a 100,000-file batch
+        # does not keep 100,000 _FileProgress objects.
         self._progress: dict[int, _FileProgress] = {}
+        self._arrived = bytearray()  # one byte per file: 1 once all its chunks arrived
         # Flow control.
         self.cum = 0
         self._beyond: dict[int, tuple[int, int]] = {}  # seq >= cum received -> (file, chunk)
@@ -130,8 +134,13 @@ class ReceiverMachine(MachineBase):
         self._ack_due: float | None = None
         self._last_ack_at: float | None = None  # None until the first ack went out
         # Completion.
+        # file_end and our digest, per file until its verdict.  A verified file then
+        # keeps only its 32-byte digest in _verified_sha256 (id * 32): enough to
+        # answer a file_end resent after a reconnect, and to tell a different one.
         self._file_ends: dict[int, FileEnd] = {}
+        self._file_ends_seen = 0
         self._digests: dict[int, str] = {}
+        self._verified_sha256 = bytearray()
         self._finalizing: set[int] = set()
         # A hash mismatch ends the session, but only once the files already verified
         # have their final names and their file_result went out (they stay, and
@@ -286,9 +295,12 @@ class ReceiverMachine(MachineBase):
         if files is None:
             return
         self.files = files
+        self._assembler = None
         self.chunk_size = frame.chunk_size
         self.total_bytes = sum(f.size for f in files)
         self._progress = {}
+        self._arrived = bytearray(len(files))
+        self._verified_sha256 = bytearray(32 * len(files))
         self.total_chunks = sum(chunk_count(f.size, self.chunk_size) for f in files)
         self.state = ReceiverState.DECIDING
         self._outbox.append(ManifestReady(files, self.chunk_size, self.total_bytes))
@@ -316,17 +328,20 @@ class ReceiverMachine(MachineBase):
             raise RemoteProtocolError("protocol", f"DATA for file {frame.file_id}, manifest has {len(self.files)}")
         entry = self.files[frame.file_id]
         progress = self._progress.get(frame.file_id)
-        if progress is None:
+        if progress is not None:
+            count = progress.chunks
+        else:
             count = chunk_count(entry.size, self.chunk_size)
-            progress = self._progress[frame.file_id] = _FileProgress(count, bytearray(count))
-        if frame.chunk_index >= progress.chunks:
+            if not self._arrived[frame.file_id]:
+                progress = self._progress[frame.file_id] = _FileProgress(count, bytearray(count))
+        if frame.chunk_index >= count:
             raise RemoteProtocolError(
-                "protocol", f"chunk {frame.chunk_index} of file {frame.file_id} beyond its {progress.chunks} chunks"
+                "protocol", f"chunk {frame.chunk_index} of file {frame.file_id} beyond its {count} chunks"
             )
         expected = chunk_length(entry.size, self.chunk_size, frame.chunk_index)
         if len(frame.payload) != expected:
             raise RemoteProtocolError("protocol", f"chunk of {len(frame.payload)} bytes where {expected} expected")
-        if frame.last != (frame.chunk_index == progress.chunks - 1):
+        if frame.last != (frame.chunk_index == count - 1):
             raise RemoteProtocolError("protocol", "LAST flag does not match the file's final chunk")
         if seq < self.cum or seq in self._beyond:
             self.duplicates += 1  # B.5: drop silently, acknowledge again
@@ -334,7 +349,7 @@ class ReceiverMachine(MachineBase):
             return
         if self.state is ReceiverState.FINISHING:
             raise RemoteProtocolError("protocol", "new DATA after done")
-        if progress.received[frame.chunk_index]:
+        if progress is None or progress.received[frame.chunk_index]:  # None: every chunk arrived
             raise RemoteProtocolError("protocol", f"chunk {frame.chunk_index} of file {frame.file_id} sent under two seqs")
         if seq >= self.cum + self.window or seq >= self.total_chunks:
             raise RemoteProtocolError("protocol", f"DATA seq {seq} outside the window [{self.cum}, {self.cum + self.window})")
@@ -367,6 +382,8 @@ class ReceiverMachine(MachineBase):
             progress.next_hash += 1
         if progress.next_hash == progress.chunks:
             self._outbox.append(HashEnd(file_id))
+            del self._progress[file_id]
+            self._arrived[file_id] = 1
 
     def _on_file_end(self, frame: FileEnd) -> None:
         if frame.id >= len(self.files):
@@ -378,6 +395,13 @@ class ReceiverMachine(MachineBase):
                 "protocol", f"file_end for {entry.path}: {frame.size} bytes/{frame.chunks} chunks, manifest says {entry.size}/{chunks}"
             )
         known = self._file_ends.get(frame.id)
+        if known is None and self.verdicts.get(frame.id) == "verified":
+            # Size and chunks matched the manifest above, so the digest tells them apart.
+            digest = self._verified_sha256[32 * frame.id : 32 * frame.id + 32].hex()
+            if frame.sha256 != digest:
+                raise RemoteProtocolError("protocol", f"two different file_end frames for {entry.path}")
+            self._send(FileResult(id=frame.id, status="verified", sha256=digest))
+            return
         if known is not None:
             if known != frame:
                 raise RemoteProtocolError("protocol", f"two different file_end frames for {entry.path}")
@@ -386,6 +410,7 @@ class ReceiverMachine(MachineBase):
                 self._send(FileResult(id=frame.id, status=verdict, sha256=self._digests.get(frame.id)))
             return
         self._file_ends[frame.id] = frame
+        self._file_ends_seen += 1
         if chunks == 0:
             self._outbox.append(OpenFile(frame.id))
             self._outbox.append(HashEnd(frame.id))
@@ -394,7 +419,7 @@ class ReceiverMachine(MachineBase):
     def _on_done(self, frame: Done) -> None:
         if frame.files != len(self.files) or frame.bytes != self.total_bytes:
             raise RemoteProtocolError("protocol", f"done says {frame.files} files/{frame.bytes} bytes, manifest differs")
-        missing = len(self.files) - len(self._file_ends)
+        missing = len(self.files) - self._file_ends_seen
         if missing:
             raise RemoteProtocolError("protocol", f"done before file_end of {missing} files")
         self._done = frame
@@ -438,6 +463,10 @@ class ReceiverMachine(MachineBase):
 
     def _verdict(self, file_id: int, status: Verdict, sha256: str | None) -> None:
         self.verdicts[file_id] = status
+        if status == "verified" and sha256 is not None:
+            self._verified_sha256[32 * file_id : 32 * file_id + 32] = bytes.fromhex(sha256)
+            self._file_ends.pop(file_id, None)
+            self._digests.pop(file_id, None)
         self._send(FileResult(id=file_id, status=status, sha256=sha256))
         self._outbox.append(FileVerdict(file_id, status))
 

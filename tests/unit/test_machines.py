@@ -503,6 +503,61 @@ def test_a_repeated_file_end_is_answered_with_the_verdict_it_got() -> None:
     assert [(type(f).__name__, f.id, f.status, f.sha256) for f in sent] == [("FileResult", 1, "mismatch", empty)]
 
 
+def _verified_one_chunk_file(payload: bytes) -> tuple[ReceiverMachine, str]:
+    """A receiver that got a.bin (one chunk), verified it and renamed it."""
+    digest = hashlib.sha256(payload).hexdigest()
+    receiver = _receiver_after_manifest(
+        [FileEntry(id=0, path="a.bin", size=len(payload)), FileEntry(id=1, path="b.bin", size=CHUNK)]
+    )
+    receiver.accept(0.1)
+    receiver.receive_binary(encode_data(0, 0, 0, True, payload), 0.2)
+    receiver.chunk_stored(0, 0.2)
+    receiver.file_digest(0, digest, 0.2)
+    receiver.receive_text(json.dumps({"t": "file_end", "id": 0, "size": len(payload), "chunks": 1, "sha256": digest}), 0.2)
+    receiver.file_finalized(0, 0.3)
+    receiver.drain()
+    assert receiver.verdicts == {0: "verified"}
+    return receiver, digest
+
+
+def test_a_verified_file_keeps_only_its_digest_and_still_answers_a_repeated_file_end() -> None:
+    """Issue 13: nothing per file may pile up; a 100,000-file batch must not keep
+    every file's progress and file_end, yet a file_end resent after a reconnect is
+    answered as before."""
+    receiver, digest = _verified_one_chunk_file(b"a" * 100)
+    assert receiver._progress == {} and receiver._file_ends == {} and receiver._digests == {}
+    receiver.receive_text(json.dumps({"t": "file_end", "id": 0, "size": 100, "chunks": 1, "sha256": digest}), 0.4)
+    sent = [o.frame for o in receiver.drain() if isinstance(o, ev.SendControl)]
+    assert [(type(f).__name__, f.id, f.status, f.sha256) for f in sent] == [("FileResult", 0, "verified", digest)]
+    assert not receiver.terminal
+
+
+@pytest.mark.parametrize("cuts", [[], [(0.05, 0.5), (0.3, 0.2)]], ids=["clean", "two-cuts"])
+def test_after_a_batch_neither_side_keeps_per_file_state_beyond_verdicts(cuts: list[tuple[float, float]]) -> None:
+    pair = Pair(_contents([0, 1, CHUNK, 3 * CHUNK + 5] * 10), chunk_size=CHUNK, faults=Faults(cuts=cuts))
+    pair.run(until=60.0)
+    _assert_completed(pair)
+    assert pair.sender._digests == {}
+    assert (pair.receiver._progress, pair.receiver._file_ends, pair.receiver._digests) == ({}, {}, {})
+    assert bytes(pair.receiver._arrived) == bytes(f.size > 0 for f in pair.files)
+
+
+def test_a_different_file_end_for_a_verified_file_is_protocol() -> None:
+    receiver, _ = _verified_one_chunk_file(b"a" * 100)
+    other = hashlib.sha256(b"b" * 100).hexdigest()
+    receiver.receive_text(json.dumps({"t": "file_end", "id": 0, "size": 100, "chunks": 1, "sha256": other}), 0.4)
+    assert _error_code(receiver) == "protocol"
+
+
+def test_a_chunk_of_a_file_that_arrived_whole_under_a_new_seq_is_protocol() -> None:
+    receiver, _ = _verified_one_chunk_file(b"a" * 100)
+    receiver.receive_binary(encode_data(0, 0, 0, True, b"a" * 100), 0.4)  # the same seq: a duplicate
+    assert not receiver.terminal and receiver.duplicates == 1
+    receiver.drain()
+    receiver.receive_binary(encode_data(0, 0, 1, True, b"a" * 100), 0.5)
+    assert _error_code(receiver) == "protocol"
+
+
 def test_unsupported_version_answers_version() -> None:
     sender = SenderMachine(SESSION, [], chunk_size=CHUNK, window=4, max_message_size=65536)
     sender.start(0)

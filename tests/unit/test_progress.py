@@ -234,13 +234,13 @@ def test_the_reporter_names_the_current_file_from_the_connections_id() -> None:
     assert out.getvalue().rstrip().endswith("files 3/3")
 
 
-def finished_with(verdicts: dict[str, str], outcome: str = "failed", code: str | None = "hash_mismatch") -> SessionResult:
+def finished_with(verdicts: dict[int, str], outcome: str = "failed", code: str | None = "hash_mismatch") -> SessionResult:
     return SessionResult(
         outcome=outcome,
         code=code,
         message="receiver verified 1, failed 1 files",
         by_peer=True,
-        diagnostics={"verdicts": verdicts, "final_paths": {"0": "a (1).jpg"}},
+        diagnostics={"verdicts": control.verdict_letters(verdicts, 3), "final_paths": {"0": "a (1).jpg"}},
         counters={"bytes": 3, "files_verified": sum(v == "verified" for v in verdicts.values())},
         duration=1.0,
         exitcodes={},
@@ -250,7 +250,7 @@ def finished_with(verdicts: dict[str, str], outcome: str = "failed", code: str |
 
 def test_the_summary_lists_every_file_with_its_outcome(capsys: pytest.CaptureFixture[str]) -> None:
     paths = ["a.jpg", "b.jpg", "c.jpg"]
-    summary = summarize("sender", finished_with({"0": "verified", "1": "mismatch"}), {}, 3, 3, paths)
+    summary = summarize("sender", finished_with({0: "verified", 1: "mismatch"}), {}, 3, 3, paths)
     assert summary["file_outcomes"] == [
         {"path": "a (1).jpg", "outcome": "verified"},  # the receiver's final name
         {"path": "b.jpg", "outcome": "hash_mismatch"},
@@ -265,7 +265,7 @@ def test_the_summary_lists_every_file_with_its_outcome(capsys: pytest.CaptureFix
 
 
 def test_a_completed_session_reports_no_file_list(capsys: pytest.CaptureFixture[str]) -> None:
-    summary = summarize("sender", finished_with({"0": "verified"}, "completed", None), {}, 1, 3, ["a.jpg"])
+    summary = summarize("sender", finished_with({0: "verified"}, "completed", None), {}, 1, 3, ["a.jpg"])
     assert report_result("pipeline-send", Config(), ConsoleReporter(Config()), summary) == 0
     assert "not verified" not in capsys.readouterr().err
 
