@@ -513,16 +513,21 @@ async def room_flood(
     once all are closed, the address may open a room again.
     """
     rng = random.Random(seed)
+
+    async def open_room(session: aiohttp.ClientSession) -> tuple[str, aiohttp.ClientWebSocketResponse]:
+        """What the server answered a sender join to a fresh code: ``joined``, an error code, or ``closed``."""
+        ws = await session.ws_connect(server.url)
+        await ws.send_str(_join(f"{rng.randrange(1000)}-room-{rng.getrandbits(40):010x}", "sender"))
+        message = await _receive(ws, 10.0)
+        return ("closed" if message is None else str(message.get("code") or message.get("t"))), ws
+
     before = server.rss()
     kept: list[aiohttp.ClientWebSocketResponse] = []
     outcomes: dict[str, int] = {}
     connector = aiohttp.TCPConnector(limit=0, local_addr=(local, 0))
     async with aiohttp.ClientSession(connector=connector) as session:
         for _ in range(count):
-            ws = await session.ws_connect(server.url)
-            await ws.send_str(_join(f"{rng.randrange(1000)}-room-{rng.getrandbits(40):010x}", "sender"))
-            message = await _receive(ws, 10.0)
-            what = "closed" if message is None else str(message.get("code") or message.get("t"))
+            what, ws = await open_room(session)
             outcomes[what] = outcomes.get(what, 0) + 1
             if what == "joined":
                 kept.append(ws)
@@ -531,13 +536,11 @@ async def room_flood(
         during = server.rss()
         await asyncio.gather(*(ws.close() for ws in kept))
         # The server frees a room when its handler sees the close, just after.
-        reopened = None
+        reopened = False
         for _ in range(50):
-            ws = await session.ws_connect(server.url)
-            await ws.send_str(_join(f"{rng.randrange(1000)}-room-{rng.getrandbits(40):010x}", "sender"))
-            message = await _receive(ws, 10.0)
+            what, ws = await open_room(session)
             await ws.close()
-            reopened = message is not None and message.get("t") == "joined"
+            reopened = what == "joined"
             if reopened:
                 break
             await asyncio.sleep(0.1)

@@ -349,12 +349,20 @@ def _shm_segments() -> set[str]:
     return set()
 
 
+def lab_unavailable(scenario: str, title: str) -> dict[str, Any] | None:
+    """The skipped result of a lab scenario on a machine without the lab, else None."""
+    available, reason = netlab_available()
+    if available:
+        return None
+    log(f"{scenario}: cannot run here: {reason}")
+    return {"title": title, "skipped": reason, "error": f"cannot run here: {reason}"}
+
+
 def run(bench: Bench) -> dict[str, Any]:
     title = "Impairment: throughput through two NATs under delay, loss and a rate cap"
-    available, reason = netlab_available()
-    if not available:
-        log(f"impairment: cannot run here: {reason}")
-        return {"title": title, "skipped": reason, "error": f"cannot run here: {reason}"}
+    skipped = lab_unavailable("impairment", title)
+    if skipped is not None:
+        return skipped
     repeat = REPEAT[bench.settings.quick]
     runs_dir = bench.out_dir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)

@@ -33,10 +33,15 @@ from typing import Any
 
 from bench.context import Bench, log
 from bench.report import fmt_rate, fmt_ratio, fmt_size, ratio
-from bench.scenarios.impairment import LabPair, _start_signaling, first_to_last_rate
+from bench.scenarios.impairment import (
+    LabPair,
+    _start_signaling,
+    first_to_last_rate,
+    lab_unavailable,
+)
 from bench.transfer import TransferRun, run_transfer
 from tests.cli_harness import Proc
-from tests.netlab import NetLab, netlab_available
+from tests.netlab import NetLab
 
 MiB = 1 << 20
 SAMPLE_S = 0.02
@@ -173,10 +178,9 @@ def _s(value: float | None) -> str:
 
 def run(bench: Bench) -> dict[str, Any]:
     title = "Reconnect: a link cut and restored mid-transfer, time back to full rate"
-    available, reason = netlab_available()
-    if not available:
-        log(f"reconnect: cannot run here: {reason}")
-        return {"title": title, "skipped": reason, "error": f"cannot run here: {reason}"}
+    skipped = lab_unavailable("reconnect", title)
+    if skipped is not None:
+        return skipped
     size = (64 if bench.settings.quick else 128) * MiB
     window = bench.defaults.transfer.window
     cuts = [c for c in CUTS if c.quick or not bench.settings.quick]

@@ -163,6 +163,15 @@ class _Client:
     counted_unjoined: bool = True  # in SignalingServer._unjoined until it joins or goes
 
 
+def _count_down(counts: dict[str, int], key: str) -> None:
+    """One fewer for ``key``; a count that reaches zero leaves (no zero entries)."""
+    left = counts[key] - 1
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
+
+
 def _address_key(remote: str | None) -> str:
     """The unit the failed-join limit counts by: an IPv4 address or an IPv6 /64."""
     if remote is None:
@@ -427,11 +436,7 @@ class SignalingServer:
         """``client`` no longer counts as connected-and-unjoined (called once per socket)."""
         if client.counted_unjoined:
             client.counted_unjoined = False
-            left = self._unjoined[client.address] - 1
-            if left:
-                self._unjoined[client.address] = left
-            else:
-                del self._unjoined[client.address]
+            _count_down(self._unjoined, client.address)
 
     def _join_deadline_passed(self, client: _Client) -> None:
         if client.room is None and client.counted_unjoined and not client.ws.closed:
@@ -556,11 +561,7 @@ class SignalingServer:
     def _close_room(self, room: _Room) -> None:
         if self._rooms.get(room.code) is room:
             del self._rooms[room.code]
-        left = self._rooms_by_address[room.opener] - 1
-        if left:
-            self._rooms_by_address[room.opener] = left
-        else:
-            del self._rooms_by_address[room.opener]
+        _count_down(self._rooms_by_address, room.opener)
         log.info(
             "room #%d closed%s: relayed %d signal messages, %d bytes",
             room.number,
