@@ -25,6 +25,7 @@ from bench.context import Bench, Settings, log
 from bench.machine import describe_machine
 from bench.report import describe_machine_line, render_markdown
 from bench.scenarios import DEFAULT_SCENARIOS, DESCRIPTIONS, SCENARIOS, ceiling
+from bench.scenarios.impairment import CONDITIONS
 from bench.scenarios.sweep import FACTORS
 from pipeline.units import parse_size
 
@@ -73,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=lambda text: [part.strip() for part in text.split(",") if part.strip()],
         help="only these factors: chunk_size,window,ring_slots,buffered",
     )
+    parser.add_argument(
+        "--impairment-conditions",
+        type=lambda text: [part.strip() for part in text.split(",") if part.strip()],
+        help="only these impairment conditions, e.g. rtt40,rtt-rise (default: all; see --list)",
+    )
     parser.add_argument("--profile-size", type=_size, help="file size of the profiled transfer")
     parser.add_argument("--profile-seconds", type=float, help="seconds py-spy samples")
     parser.add_argument("--soak-sessions", type=int, help="sessions in the soak (default 208, quick 26)")
@@ -103,6 +109,12 @@ def parse_args(argv: list[str] | None) -> tuple[list[str], Settings, argparse.Na
     unknown_factors = set(settings.sweep_factors) - set(FACTORS)
     if unknown_factors:
         parser.error(f"--sweep-factors: unknown {', '.join(sorted(unknown_factors))} (choose from {', '.join(FACTORS)})")
+    unknown_conditions = set(settings.impairment_conditions) - {c.name for c in CONDITIONS}
+    if unknown_conditions:
+        parser.error(
+            f"--impairment-conditions: unknown {', '.join(sorted(unknown_conditions))} "
+            f"(choose from {', '.join(c.name for c in CONDITIONS)})"
+        )
     for name in ("ceiling_repeat", "large_repeat", "media_repeat", "media_files", "sweep_repeat", "soak_sessions", "soak_concurrency"):
         if getattr(settings, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")

@@ -48,6 +48,7 @@ class Settings:
     sweep_default_repeat: int = 3
     sweep_repeat: int = 1  # runs of each non-default point
     sweep_factors: list[str] = field(default_factory=list)  # only these factors ([] = all)
+    impairment_conditions: list[str] = field(default_factory=list)  # only these ([] = all)
     profile_size: int = 512 * MiB
     profile_seconds: float = 20.0
     plots: bool = True

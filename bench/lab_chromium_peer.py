@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.series import second_half_rate
 from pipeline.units import parse_size
 
 CHROMIUM = "/usr/bin/chromium"
@@ -71,13 +72,17 @@ _RECEIVE = """async ({total}) => {
   return await new Promise(resolve => {
     pc.ondatachannel = (e) => {
       const ch = e.channel; ch.binaryType = 'arraybuffer';
-      let got = 0, first = null;
+      let got = 0, first = null, half = null;
       window.ch = ch;
       ch.onmessage = (m) => {
         const now = performance.now();
         if (first === null) first = now;
         got += m.data.byteLength;
-        if (got >= total) { ch.send('done'); resolve({bytes: got, first_ms: first, last_ms: now}); }
+        if (half === null && got >= total / 2) half = [now, got];
+        if (got >= total) {
+          ch.send('done');
+          resolve({bytes: got, first_ms: first, last_ms: now, half_ms: half[0], half_bytes: half[1]});
+        }
       };
     };
   });
@@ -150,6 +155,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     received=got["bytes"],
                     first_to_last_s=round(seconds, 3),
                     first_to_last_bytes_per_s=got["bytes"] / seconds if seconds > 0 else None,
+                    second_half_bytes_per_s=second_half_rate(
+                        [(got["half_ms"] / 1000, got["half_bytes"]), (got["last_ms"] / 1000, got["bytes"])], args.bytes
+                    ),
                 )
             report["wall_s"] = round(time.monotonic() - started, 3)
         finally:

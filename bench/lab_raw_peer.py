@@ -45,6 +45,7 @@ from bench.raw_channel import (
     raise_receive_buffer,
     send_with_backpressure,
 )
+from bench.series import second_half_rate
 from pipeline.config import Config
 from pipeline.units import parse_size
 
@@ -232,6 +233,7 @@ async def receive(args: argparse.Namespace, report: dict[str, Any]) -> None:
                 round((counter.count - first_bytes) / (t_last - t_first), 1) if t_last > t_first else None
             ),
             steady_bytes_per_s=round(counter.steady_bytes_per_s, 1),
+            second_half_bytes_per_s=second_half_rate(counter.series, args.bytes),
         )
         channels[0].send(DONE)
         # Stay until the sender closes the channel: our pc.close() would race its close.

@@ -149,6 +149,14 @@ def verdicts(results: dict[str, Any]) -> list[str]:
             f"Media directory: {fmt_number(media.get('files_per_s'))} files/s, directory/one file "
             f"{fmt_ratio(r)} steady, {fmt_ratio(media.get('ratio_end_to_end'))} end to end; target ≥{target:.1f}× {verdict}."
         )
+    rise = scenarios.get("impairment", {}).get("result", {}).get("rtt_rise")
+    if rise:
+        after, ratios = rise["after_rise_bytes_per_s"], rise["ratio"]
+        lines.append(
+            "RTT rise 1 → 40 ms, second half (all after the rise) / 40 ms from the start: "
+            + ", ".join(f"{side} {fmt_rate(after.get(side))} = {fmt_ratio(ratios.get(side))}" for side in after)
+            + f"; a cap kept from connect time allows {fmt_rate(rise['connect_time_cap_bound_bytes_per_s'])}."
+        )
     failed = results.get("failed_attempts") or []
     if failed:
         hung = [f for f in failed if f.get("hung")]

@@ -150,6 +150,22 @@ def steady_rate(progress: Sequence[ProgressPoint], total: int, low: float = 0.1,
     return cov / var
 
 
+def second_half_rate(points: Iterable[tuple[float, int]], total: int) -> float | None:
+    """Bytes per second over the second half of a transfer: from the first point at or
+    past ``total / 2`` bytes to the first one at ``total``. ``points`` are (time, bytes)
+    in time order on any one clock. None if either point is missing or they coincide."""
+    half = end = None
+    for t, done in points:
+        if half is None and done >= total / 2:
+            half = (t, done)
+        if done >= total:
+            end = (t, done)
+            break
+    if half is None or end is None or end[0] <= half[0]:
+        return None
+    return (end[1] - half[1]) / (end[0] - half[0])
+
+
 def rate_series(progress: Sequence[ProgressPoint], window: float = 1.0) -> list[tuple[float, float]]:
     """``(t, bytes/s)`` with each rate taken over the last ``window`` seconds (or since
     the first point): a smoothed throughput curve for plots."""

@@ -46,8 +46,9 @@ from typing import Any
 
 from bench.context import Bench, log
 from bench.report import fmt_rate, fmt_ratio, fmt_size, median, ratio
-from bench.series import ProgressPoint
+from bench.series import ProgressPoint, second_half_rate
 from bench.transfer import TransferRun, run_transfer, transfer_metrics
+from pipeline.connection.sctp_flight import MIN_CAP
 from pipeline.shm_ring import NAME_PREFIX
 from tests.cli_harness import Launcher, Proc, new_code, receiver_args, sender_args
 from tests.netlab import NetLab, netlab_available
@@ -104,8 +105,11 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition("loss1", "1 % loss", 32 * MiB, 64 * MiB, loss=0.01),
     Condition("loss5", "5 % loss", 32 * MiB, 64 * MiB, loss=0.05),
     Condition("rate8", "8 Mbit/s cap", 4 * MiB, 16 * MiB, rate="8mbit"),
-    # RTT 0.6 ms -> 40 ms 1.5 s after the start (connecting takes 0.3-1 s of it).
-    Condition("rtt-rise", "RTT rises 1 → 40 ms", 64 * MiB, 128 * MiB, rise_ms=20, rise_after_s=1.5),
+    # RTT 0.6 ms -> 40 ms 1.5 s after the start (connecting takes 0.3-1 s of it), so
+    # the RTT measured at connect time is the short one. At ≤ 30 MB/s the second half
+    # of 128 MiB cannot begin before 2.5 s: it all crosses the 40 ms path, and its rate
+    # ("after the rise") is set against rtt40's, where the path was 40 ms from the start.
+    Condition("rtt-rise", "RTT rises 1 → 40 ms", 128 * MiB, 256 * MiB, rise_ms=20, rise_after_s=1.5),
     Condition("40ms+1%", "40 ms RTT + 1 % loss", 8 * MiB, 16 * MiB, delay_ms=20, loss=0.01),
     Condition("100ms+2%", "100 ms RTT + 2 % loss", 3 * MiB, 4 * MiB, delay_ms=50, loss=0.02),
 )
@@ -197,6 +201,9 @@ def _pipeline_figures(run: TransferRun) -> dict[str, Any]:
     sides = metrics.get("sides", {})
     metrics.update(
         bytes_per_s=first_to_last_rate(tel.progress) if tel is not None else None,
+        second_half_bytes_per_s=(
+            second_half_rate(((p.t, p.bytes_done) for p in tel.progress), run.total_bytes) if tel is not None else None
+        ),
         verified=run.ok and receiver.get("files_verified") == run.files,
         stalls=[sides.get(side, {}).get("stalls_mid_transfer") for side in ("sender", "receiver")],
         rtt_ms=sender_pair.get("rtt_ms"),
@@ -281,6 +288,7 @@ def run_raw(bench: Bench, lab: NetLab, label: str, size: int, run_dir: Path) -> 
         "bytes_per_s": received.get("first_to_last_bytes_per_s"),
         "open_to_last_bytes_per_s": received.get("bytes_per_s"),
         "steady_bytes_per_s": received.get("steady_bytes_per_s"),
+        "second_half_bytes_per_s": received.get("second_half_bytes_per_s"),
         "setup_s": sent.get("setup_s"),
         "rtt_ms": sent.get("rtt_ms"),
         "sender": sent,
@@ -335,6 +343,7 @@ def run_chromium(bench: Bench, lab: NetLab, label: str, size: int, run_dir: Path
         "wall_s": round(time.monotonic() - started, 3),
         "run_dir": run_dir.name,
         "bytes_per_s": received.get("first_to_last_bytes_per_s"),
+        "second_half_bytes_per_s": received.get("second_half_bytes_per_s"),
     }
     log(f"  -> {fmt_rate(result['bytes_per_s'])} first → last byte" if result["ok"] else f"  -> FAILED: {result['error']}")
     return result
@@ -381,7 +390,8 @@ def run(bench: Bench) -> dict[str, Any]:
             counter += 1
             return runs_dir / f"impairment-{counter:02d}-{condition.name}-{kind}"
 
-        for condition in CONDITIONS:
+        wanted = bench.settings.impairment_conditions
+        for condition in (c for c in CONDITIONS if not wanted or c.name in wanted):
             size = condition.quick_bytes if bench.settings.quick else condition.full_bytes
             condition.apply(lab)
             log(f"--- {condition.label} ({fmt_size(size)})")
@@ -426,6 +436,10 @@ def _condition_result(
     pipe_ok = [r for r in pipeline_runs if r["ok"]]
     raw_rate = median(r["bytes_per_s"] for r in raw_ok)
     pipe_rate = median(r["bytes_per_s"] for r in pipe_ok)
+    half = {
+        side: median(r.get("second_half_bytes_per_s") for r in runs if r["ok"])
+        for side, runs in (("raw", raw_runs), ("pipeline", pipeline_runs), ("chromium", chromium_runs))
+    }
     raw_steady = median(r["steady_bytes_per_s"] for r in raw_ok)
     pipe_steady = median(r["steady_bytes_per_s"] for r in pipe_ok)
     return {
@@ -443,6 +457,8 @@ def _condition_result(
         "raw_steady_bytes_per_s": raw_steady,
         "pipeline_steady_bytes_per_s": pipe_steady,
         "ratio_steady": ratio(pipe_steady, raw_steady),
+        # The second half of the bytes: for rtt-rise, all of it after the rise.
+        "second_half_bytes_per_s": half,
         "pipeline_end_to_end_bytes_per_s": median(r.get("end_to_end_bytes_per_s") for r in pipe_ok),
         "verified": f"{sum(1 for r in pipeline_runs if r['verified'])}/{len(pipeline_runs)}",
         "raw_completed": f"{len(raw_ok)}/{len(raw_runs)}",
@@ -476,6 +492,7 @@ def _summarize(
             _fmt_list(c["retransmitted_frames"]),
             _fmt_list(c["stalls"], lambda s: "/".join("?" if x is None else str(x) for x in s)),
             "–" if c["rtt_ms"] is None else f"{c['rtt_ms']:.1f} ms",
+            " / ".join(fmt_rate(c["second_half_bytes_per_s"].get(side)) for side in ("raw", "pipeline", "chromium")),
         ]
         for c in conditions
     ]
@@ -515,10 +532,32 @@ def _summarize(
                 "retransmitted frames",
                 "stalls ≥1 s s/r",
                 "RTT (ICE)",
+                f"second half: raw / pipeline / chromium{n}",
             ],
             "rows": rows,
         },
     }
+    rise = rise_result(conditions)
+    if rise is not None:
+        result["result"]["rtt_rise"] = rise
     if cleanup["lab_leftovers"] or cleanup["shm_leftovers"]:
         result["error"] = f"left behind: {cleanup['lab_leftovers'] + cleanup['shm_leftovers']}"
     return result
+
+
+def rise_result(conditions: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Does the flight cap follow a rising RTT? The second half of rtt-rise's bytes (all
+    after the rise) against the second half of rtt40's (40 ms from the start, where the
+    cap was set for 40 ms at connect time), each side against itself, same run. With a
+    cap that stayed at its connect-time value (256 KiB for the 1 ms path) a side cannot
+    pass 256 KiB / 40 ms = 6.6 MB/s after the rise."""
+    by_name = {c["name"]: c for c in conditions}
+    if "rtt-rise" not in by_name or "rtt40" not in by_name:
+        return None
+    after, steady = by_name["rtt-rise"]["second_half_bytes_per_s"], by_name["rtt40"]["second_half_bytes_per_s"]
+    return {
+        "after_rise_bytes_per_s": after,
+        "rtt40_bytes_per_s": steady,
+        "ratio": {side: ratio(after.get(side), steady.get(side)) for side in after},
+        "connect_time_cap_bound_bytes_per_s": MIN_CAP / 0.040,
+    }

@@ -73,13 +73,26 @@ def test_all_means_the_defaults_and_profile_is_only_by_name() -> None:
     assert parse_args(["profile", "all"])[0] == [*DEFAULT_SCENARIOS, "profile"]
 
 
+def test_impairment_conditions_are_chosen_by_name() -> None:
+    _, settings, _ = parse_args(["impairment", "--impairment-conditions", "rtt40, rtt-rise"])
+    assert settings.impairment_conditions == ["rtt40", "rtt-rise"]
+    assert parse_args(["impairment"])[1].impairment_conditions == []
+
+
 def test_sweep_factors_are_checked() -> None:
     _, settings, _ = parse_args(["sweep", "--sweep-factors", "window,chunk_size", "--sweep-repeat", "2"])
     assert settings.sweep_factors == ["window", "chunk_size"] and settings.sweep_repeat == 2
 
 
 @pytest.mark.parametrize(
-    "argv", [["nonsense"], ["--large-size", "lots"], ["--media-repeat", "0"], ["--sweep-factors", "colour"]]
+    "argv",
+    [
+        ["nonsense"],
+        ["--large-size", "lots"],
+        ["--media-repeat", "0"],
+        ["--sweep-factors", "colour"],
+        ["impairment", "--impairment-conditions", "rtt40,fog"],
+    ],
 )
 def test_bad_arguments_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
@@ -286,3 +299,30 @@ def test_impairment_conditions_and_the_chromium_baseline_in_a_condition_result()
     result = impairment._condition_result(impairment.CONDITIONS[0], 1, [run], [pipe], chromium)
     assert result["chromium_bytes_per_s"] == 0.4e6
     assert result["ratio_chromium"] == 10.0
+
+
+def test_second_half_rate_starts_at_the_first_point_past_half() -> None:
+    from bench.series import second_half_rate
+
+    # 10 bytes/s until 50 (t = 5), then 2 bytes/s: the second half's rate is the slow one.
+    points = [(t, 10 * t) for t in range(6)] + [(5 + t, 50 + 2 * t) for t in range(1, 26)]
+    assert second_half_rate(points, 100) == 2.0
+    assert second_half_rate([(0.0, 10), (1.0, 60), (3.0, 100)], 100) == 20.0  # 60 -> 100 in 2 s
+    assert second_half_rate([(0.0, 10), (1.0, 40)], 100) is None  # never past half
+    assert second_half_rate([(0.0, 10), (1.0, 90)], 100) is None  # never complete
+    assert second_half_rate([(1.0, 100)], 100) is None  # half and end coincide
+
+
+def test_rise_result_sets_each_side_after_the_rise_against_itself_at_40_ms() -> None:
+    from bench.scenarios import impairment
+
+    def condition(name: str, raw: float, pipeline: float) -> dict[str, object]:
+        return {"name": name, "second_half_bytes_per_s": {"raw": raw, "pipeline": pipeline, "chromium": None}}
+
+    assert impairment.rise_result([condition("rtt40", 12e6, 11e6)]) is None
+    rise = impairment.rise_result([condition("rtt40", 12e6, 11e6), condition("rtt-rise", 6e6, 11e6)])
+    assert rise is not None
+    assert rise["ratio"] == {"raw": 0.5, "pipeline": 1.0, "chromium": None}
+    assert round(rise["connect_time_cap_bound_bytes_per_s"]) == 6553600
+    line = [v for v in verdicts({"scenarios": {"impairment": {"result": {"rtt_rise": rise}}}}) if "RTT rise" in v]
+    assert line and "pipeline 11.0 MB/s = 1.00×" in line[0] and "raw 6.0 MB/s = 0.50×" in line[0]
