@@ -437,6 +437,8 @@ class NetLab:
 
         A user-space NFQUEUE delayer (this kernel has no netem); with
         ``--queue-bypass`` traffic keeps flowing unshaped if it is not running.
+        Call it from a thread that outlives the delay: the delayer is killed
+        (PR_SET_PDEATHSIG) when the thread that started it exits.
         """
         router = self._router(side)
         queue = 0 if side == "a" else 1

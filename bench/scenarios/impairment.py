@@ -85,17 +85,30 @@ class Condition:
     @contextlib.contextmanager
     def during_run(self, lab: NetLab) -> Iterator[None]:
         """Around one transfer: reset the condition, and for rtt-rise raise the delay
-        mid-transfer from a timer thread (the lab's calls are subprocess runs)."""
+        mid-transfer from a thread that lives until the transfer is over.
+
+        It must outlive the delay: the lab starts the delayer with PR_SET_PDEATHSIG,
+        which fires when the *thread* that forked it exits. From a ``threading.Timer``
+        the delayer died the moment it was up, ``--queue-bypass`` let the traffic
+        through undelayed, and every rtt-rise run before 2026-12-07 measured no rise.
+        """
         self.apply(lab)
-        timer = threading.Timer(self.rise_after_s, lab.delay, ("a", self.rise_ms)) if self.rise_ms else None
-        if timer is not None:
-            timer.start()
+        over = threading.Event()
+
+        def rise() -> None:
+            if not over.wait(self.rise_after_s):
+                lab.delay("a", self.rise_ms)
+                over.wait()
+
+        thread = threading.Thread(target=rise, name="rtt-rise", daemon=True) if self.rise_ms else None
+        if thread is not None:
+            thread.start()
         try:
             yield
         finally:
-            if timer is not None:
-                timer.cancel()
-                timer.join()
+            over.set()
+            if thread is not None:
+                thread.join()
 
 
 # Sizes: ≥ ~2.5 s of data per transfer at the rates seen here (see the docstring).

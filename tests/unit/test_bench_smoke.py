@@ -6,7 +6,10 @@ never asserted in tests).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -326,3 +329,50 @@ def test_rise_result_sets_each_side_after_the_rise_against_itself_at_40_ms() -> 
     assert round(rise["connect_time_cap_bound_bytes_per_s"]) == 6553600
     line = [v for v in verdicts({"scenarios": {"impairment": {"result": {"rtt_rise": rise}}}}) if "RTT rise" in v]
     assert line and "pipeline 11.0 MB/s = 1.00×" in line[0] and "raw 6.0 MB/s = 0.50×" in line[0]
+
+
+class _FakeLab:
+    """Records the impairment calls a condition makes, and from which thread."""
+
+    def __init__(self) -> None:
+        self.delays: list[tuple[str, float, threading.Thread]] = []
+
+    def delay(self, side: str, ms: float) -> None:
+        self.delays.append((side, ms, threading.current_thread()))
+
+    def loss(self, side: str, probability: float) -> None:
+        pass
+
+    def rate(self, side: str, rate: str | None) -> None:
+        pass
+
+
+def test_rtt_rise_raises_the_delay_from_a_thread_that_outlives_the_transfer() -> None:
+    # The lab's delayer dies with the thread that started it (PR_SET_PDEATHSIG): a
+    # rise from a thread that ends at once is a rise that never happened.
+    from bench.scenarios import impairment
+
+    rise = dataclasses.replace(next(c for c in impairment.CONDITIONS if c.name == "rtt-rise"), rise_after_s=0.01)
+    lab = _FakeLab()
+    with rise.during_run(lab):  # type: ignore[arg-type]
+        deadline = time.monotonic() + 5
+        while len(lab.delays) < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert [(side, ms) for side, ms, _ in lab.delays] == [("a", 0.0), ("a", 20)]
+        riser = lab.delays[1][2]
+        assert riser is not threading.main_thread()
+        time.sleep(0.05)
+        assert riser.is_alive(), "the thread that started the delayer ended during the transfer"
+    assert not riser.is_alive()
+
+
+def test_rtt_rise_does_not_rise_after_a_transfer_that_ended_first() -> None:
+    from bench.scenarios import impairment
+
+    rise = dataclasses.replace(next(c for c in impairment.CONDITIONS if c.name == "rtt-rise"), rise_after_s=30)
+    lab = _FakeLab()
+    started = time.monotonic()
+    with rise.during_run(lab):  # type: ignore[arg-type]
+        pass
+    assert [(side, ms) for side, ms, _ in lab.delays] == [("a", 0.0)]
+    assert time.monotonic() - started < 5  # the context does not wait out the rise
