@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
+import msgspec
+
 from pipeline import control
 from pipeline.connection.entry import run_connection
 from pipeline.offer import OfferCheck, remove_new_dirs
@@ -39,6 +41,7 @@ from pipeline.shm_ring import RingSpec, SlotRing
 from pipeline.telemetry import TelemetryRecorder
 from workers.channel import PipeEnd, watch_readable
 from workers.hasher import run_receiver_hasher, run_sender_hasher
+from workers.messages import pack_reader_files
 from workers.partials import sweep_partials
 from workers.reader import run_reader
 from workers.writer import run_writer
@@ -130,11 +133,17 @@ class Supervisor:
         receiver: ReceiverPlan | None = None,
         log_level: int = logging.WARNING,
     ) -> None:
-        self.params = params
+        # The file lists go to the children as msgpack (control.pack_params,
+        # pack_reader_files), packed here once: ~85 and ~100 B per file, where the
+        # structs and tuples held ~290 and ~170 B, and pickling them at spawn cost the
+        # pickler's memo ~630 and ~120 B per file more. This object keeps only the packed
+        # bytes; the caller should drop its own lists (pipeline.cli.sending does).
+        self._packed_params = control.pack_params(params)
+        self.params = msgspec.structs.replace(params, files=[])
+        self._packed_files = pack_reader_files(sender_files or [])
         self.ring_slots = ring_slots
         self.reporter = reporter
         self.telemetry = telemetry
-        self.sender_files = sender_files or []
         self.receiver = receiver
         self.log_level = log_level
         self.ctx = multiprocessing.get_context("spawn")
@@ -164,8 +173,9 @@ class Supervisor:
             self._start(
                 "connection",
                 run_connection,
-                (self.params, ctl_child, self._conn_pipes, self.log_level),
+                (self._packed_params, ctl_child, self._conn_pipes, self.log_level),
             )
+            self._packed_params = b""  # the child has its copy
             ctl_child.close()
             for pipe in self._conn_pipes.values():
                 pipe.close()
@@ -264,7 +274,8 @@ class Supervisor:
     def _start_sender_workers(self, chunk_size: int) -> RingSpec:
         spec = self._create_ring(chunk_size)
         r2c_w, r2h_w, releases = self._worker_args["reader"]
-        self._start("reader", run_reader, (spec, self.sender_files, chunk_size, r2c_w, r2h_w, releases))
+        self._start("reader", run_reader, (spec, self._packed_files, chunk_size, r2c_w, r2h_w, releases))
+        self._packed_files = b""
         self._start("hasher", run_sender_hasher, (spec, *self._worker_args["hasher"]))
         self._close_child_ends()
         return spec

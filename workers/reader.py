@@ -36,7 +36,7 @@ import msgspec
 from pipeline.shm_ring import RingSpec, SlotRing
 
 from .channel import PipeEnd, enter_worker_process, recv, report, send
-from .messages import FileRead, ReadChunk, ReleaseSlot, Stop, WorkerError
+from .messages import FileRead, ReadChunk, ReleaseSlot, Stop, WorkerError, unpack_reader_files
 
 WORKER = "reader"
 CONSUMERS = 2  # connection and hasher
@@ -198,7 +198,7 @@ class _Reader:
 
 def run_reader(
     spec: RingSpec,
-    files: list[tuple[int, str, int, str]],
+    packed_files: bytes,
     chunk_size: int,
     to_conn: PipeEnd,
     to_hasher: PipeEnd,
@@ -206,12 +206,14 @@ def run_reader(
 ) -> None:
     """Entry point (``multiprocessing.Process`` target).
 
-    ``files`` are ``(file_id, absolute path, expected size, manifest path)`` in
-    sending order;
+    ``packed_files`` is :func:`workers.messages.pack_reader_files` of
+    ``(file_id, absolute path, expected size, manifest path)`` in sending order;
     ``releases`` are the pipes on which the connection and the hasher return
     slots (and on which ``Stop`` may arrive).
     """
     enter_worker_process("pxfer-reader")
+    files = unpack_reader_files(packed_files)
+    del packed_files
     try:
         with SlotRing.attach(spec) as ring:
             if not 0 < chunk_size <= ring.payload_capacity:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -184,35 +183,46 @@ _FILE_OUTCOMES = {"verified": "verified", "mismatch": "hash_mismatch", "io_error
 REPORT_LIMIT = 20
 
 
-def file_outcomes(paths: Sequence[str], verdicts: str, final_paths: dict[str, str]) -> list[dict[str, str]]:
+class FileOutcome(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """One entry of the summary's ``file_outcomes`` (in the JSON: ``{"path", "outcome"}``,
+    plus ``"reason"`` for a file that could not be read). A struct, not a dict: ~70
+    instead of ~230 B of the supervisor's memory per file of a 100,000-file batch."""
+
+    path: str
+    outcome: str
+    reason: str | None = None
+
+
+def file_outcomes(paths: Sequence[str], verdicts: str, final_paths: dict[str, str]) -> list[FileOutcome]:
     """Every file by id: its path (the final one where the receiver renamed it) and outcome.
 
-    ``verdicts`` is :func:`pipeline.control.verdict_letters`'s one letter per file.
+    ``verdicts`` is :func:`pipeline.control.verdict_letters`'s one letter per file;
+    ``final_paths`` names only the files stored under another name.
     """
     return [
-        {
-            "path": final_paths.get(str(i), path),
-            "outcome": _FILE_OUTCOMES.get(control.verdict_at(verdicts, i) or "", "not_transferred"),
-        }
+        FileOutcome(
+            final_paths.get(str(i), path),
+            _FILE_OUTCOMES.get(control.verdict_at(verdicts, i) or "", "not_transferred"),
+        )
         for i, path in enumerate(paths)
     ]
 
 
-def file_report(outcomes: Sequence[dict[str, str]]) -> list[str]:
+def file_report(outcomes: Sequence[FileOutcome]) -> list[str]:
     """Lines for the files that did not arrive verified: counts by outcome, then each
     failed or unreadable one (up to REPORT_LIMIT); nothing when all were verified."""
-    missing = [f for f in outcomes if f["outcome"] != "verified"]
+    missing = [f for f in outcomes if f.outcome != "verified"]
     if not missing:
         return []
-    counts = Counter(f["outcome"] for f in missing)
+    counts = Counter(f.outcome for f in missing)
     lines = [
         f"{len(missing)} of {len(outcomes)} files not verified: "
         + ", ".join(f"{n} {outcome.replace('_', ' ')}" for outcome, n in counts.most_common())
     ]
-    named = [f for f in missing if f["outcome"] != "not_transferred"]
+    named = [f for f in missing if f.outcome != "not_transferred"]
     for f in named[:REPORT_LIMIT]:
-        reason = f": {f['reason']}" if f.get("reason") else ""
-        lines.append(f"  {f['outcome'].replace('_', ' ')}: {f['path']}{reason}")
+        reason = f": {f.reason}" if f.reason else ""
+        lines.append(f"  {f.outcome.replace('_', ' ')}: {f.path}{reason}")
     if len(named) > REPORT_LIMIT:
         lines.append(f"  ... and {len(named) - REPORT_LIMIT} more")
     lines.append("  (every file's outcome: the --json summary's file_outcomes)")
@@ -294,7 +304,3 @@ def write_json(path: str, data: dict[str, Any]) -> None:
     with open(tmp, "wb") as f:
         f.write(msgspec.json.format(msgspec.json.encode(data), indent=2))
     os.replace(tmp, path)
-
-
-def dump(data: Any) -> str:
-    return json.dumps(data, indent=2, default=str)

@@ -9,6 +9,7 @@ import sys
 from pipeline.cli.common import (
     COMMON_FLAGS,
     ConsoleReporter,
+    FileOutcome,
     add_common_arguments,
     build_config,
     conn_params,
@@ -74,10 +75,11 @@ async def run(cfg: Config, sources: Sources, code: str) -> int:
         url = server.url
         peer_urls = server.reachable_urls
     names = [entry.path for entry in sources.entries]
-    reporter = ConsoleReporter(cfg, sources.total_bytes, len(sources.entries), label="sending", names=names)
+    count, total = len(sources.entries), sources.total_bytes
+    reporter = ConsoleReporter(cfg, total, count, label="sending", names=names)
     telemetry = new_telemetry(cfg)
     try:
-        print(f"Sending {len(sources.entries)} files ({format_bytes(sources.total_bytes)}) with code {code}", flush=True)
+        print(f"Sending {count} files ({format_bytes(total)}) with code {code}", flush=True)
         print(receive_commands(code, peer_urls, page=server is not None and server.serves_page), flush=True)
         for path in sources.skipped:
             reporter.say(f"skipped (symbolic link or special file): {path}")
@@ -91,12 +93,14 @@ async def run(cfg: Config, sources: Sources, code: str) -> int:
             sender_files=sources.files,
             log_level=log_level(cfg.output.verbose),
         )
+        # The supervisor holds them packed; the lists cost ~460 B per file more.
+        sources.entries, sources.files = [], []
         result = await supervisor.run()
     finally:
         telemetry.stop()
         if server is not None:
             await server.close()
-    summary = summarize("sender", result, telemetry.summary(), len(sources.entries), sources.total_bytes, names)
+    summary = summarize("sender", result, telemetry.summary(), count, total, names)
     if server is not None:
         summary["signaling_relayed"] = server.stats
     account_unreadable(summary, sources)
@@ -111,7 +115,7 @@ def account_unreadable(summary: dict[str, object], sources: Sources) -> None:
     summary["unreadable"] = [{"path": path, "reason": reason} for path, reason in sources.unreadable]
     outcomes = summary["file_outcomes"]
     assert isinstance(outcomes, list)
-    outcomes.extend({"path": path, "outcome": "unreadable", "reason": reason} for path, reason in sources.unreadable)
+    outcomes.extend(FileOutcome(path, "unreadable", reason) for path, reason in sources.unreadable)
     if not sources.unreadable or summary["outcome"] != "completed":
         return
     count = len(sources.unreadable)

@@ -71,6 +71,9 @@ class DataPlane:
         self._slot_refs: dict[int, int] = {}
         self._seq_slot: dict[int, int] = {}
         self._seq_length: dict[int, int] = {}
+        # Only the files stored under another name than their manifest path (the
+        # ``rename`` policy): one entry per file cost ~400 B of memory per file across
+        # this process, the Finished message and the summary.
         self.final_paths: dict[int, str] = {}
         self._current = 0  # current_file(): every file below this one has its verdict
         self.last_message_at = time.monotonic()
@@ -149,7 +152,8 @@ class DataPlane:
             case wm.ReleaseSlot(slot) if isinstance(m, ReceiverMachine):
                 self._release(slot, now)
             case wm.Finalized(file_id, path) if isinstance(m, ReceiverMachine):
-                self.final_paths[file_id] = path
+                if path != m.files[file_id].path:
+                    self.final_paths[file_id] = path
                 m.file_finalized(file_id, now)
             case wm.Discarded():
                 pass

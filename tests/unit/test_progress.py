@@ -6,12 +6,20 @@ from __future__ import annotations
 import io
 import re
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline import control
-from pipeline.cli.common import REPORT_LIMIT, ConsoleReporter, file_report, report_result, summarize
+from pipeline.cli.common import (
+    REPORT_LIMIT,
+    ConsoleReporter,
+    FileOutcome,
+    file_report,
+    report_result,
+    summarize,
+)
 from pipeline.config import Config
 from pipeline.progress import CURRENT_WIDTH, ProgressView, shorten
 from pipeline.supervisor import SessionResult, TransferClock
@@ -251,7 +259,7 @@ def finished_with(verdicts: dict[int, str], outcome: str = "failed", code: str |
 def test_the_summary_lists_every_file_with_its_outcome(capsys: pytest.CaptureFixture[str]) -> None:
     paths = ["a.jpg", "b.jpg", "c.jpg"]
     summary = summarize("sender", finished_with({0: "verified", 1: "mismatch"}), {}, 3, 3, paths)
-    assert summary["file_outcomes"] == [
+    assert msgspec.to_builtins(summary["file_outcomes"]) == [
         {"path": "a (1).jpg", "outcome": "verified"},  # the receiver's final name
         {"path": "b.jpg", "outcome": "hash_mismatch"},
         {"path": "c.jpg", "outcome": "not_transferred"},
@@ -271,8 +279,8 @@ def test_a_completed_session_reports_no_file_list(capsys: pytest.CaptureFixture[
 
 
 def test_the_file_report_names_at_most_the_limit() -> None:
-    outcomes = [{"path": f"f{i}", "outcome": "io_error"} for i in range(REPORT_LIMIT + 5)]
-    outcomes.append({"path": "gone.mov", "outcome": "unreadable", "reason": "Permission denied"})
+    outcomes = [FileOutcome(f"f{i}", "io_error") for i in range(REPORT_LIMIT + 5)]
+    outcomes.append(FileOutcome("gone.mov", "unreadable", "Permission denied"))
     lines = file_report(outcomes)
     assert lines[0] == f"{REPORT_LIMIT + 6} of {REPORT_LIMIT + 6} files not verified: {REPORT_LIMIT + 5} io error, 1 unreadable"
     assert len(lines) == 1 + REPORT_LIMIT + 2

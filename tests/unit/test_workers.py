@@ -45,6 +45,7 @@ from workers.messages import (
     WriteChunk,
     decode,
     encode,
+    pack_reader_files,
 )
 from workers.partials import partial_path, sweep_partials
 from workers.reader import run_reader
@@ -242,7 +243,7 @@ def run_sender_pipeline(
             target=run_reader,
             args=(
                 ring.spec,
-                files,
+                pack_reader_files(files),
                 chunk_size,
                 reader_to_conn,
                 reader_to_hasher,
