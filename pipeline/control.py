@@ -25,6 +25,7 @@ import msgspec
 
 from pipeline.protocol.frames import FileEntry
 from pipeline.shm_ring import RingSpec
+from workers.messages import unbox
 
 
 class ConnParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -166,10 +167,11 @@ def recv(pipe: Any) -> ControlMessage:
 # workers.messages.pack_reader_files).
 
 
-def pack_params(params: ConnParams) -> bytes:
-    return _encoder.encode(params)
+def pack_params(params: ConnParams) -> list[bytes]:
+    """The packed params in a one-element list (see ``workers.messages.unbox``)."""
+    return [_encoder.encode(params)]
 
 
-def unpack_params(data: bytes) -> ConnParams:
-    return msgspec.msgpack.decode(data, type=ConnParams)
+def unpack_params(box: list[bytes]) -> ConnParams:
+    return msgspec.msgpack.decode(unbox(box), type=ConnParams)
 

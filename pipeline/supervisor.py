@@ -137,7 +137,8 @@ class Supervisor:
         # pack_reader_files), packed here once: ~85 and ~100 B per file, where the
         # structs and tuples held ~290 and ~170 B, and pickling them at spawn cost the
         # pickler's memo ~630 and ~120 B per file more. This object keeps only the packed
-        # bytes; the caller should drop its own lists (pipeline.cli.sending does).
+        # bytes (in one-element lists: workers.messages.unbox); the caller should drop
+        # its own lists (pipeline.cli.sending does).
         self._packed_params = control.pack_params(params)
         self.params = msgspec.structs.replace(params, files=[])
         self._packed_files = pack_reader_files(sender_files or [])
@@ -175,7 +176,7 @@ class Supervisor:
                 run_connection,
                 (self._packed_params, ctl_child, self._conn_pipes, self.log_level),
             )
-            self._packed_params = b""  # the child has its copy
+            self._packed_params.clear()  # the child has its copy (see unbox)
             ctl_child.close()
             for pipe in self._conn_pipes.values():
                 pipe.close()
@@ -275,7 +276,7 @@ class Supervisor:
         spec = self._create_ring(chunk_size)
         r2c_w, r2h_w, releases = self._worker_args["reader"]
         self._start("reader", run_reader, (spec, self._packed_files, chunk_size, r2c_w, r2h_w, releases))
-        self._packed_files = b""
+        self._packed_files.clear()
         self._start("hasher", run_sender_hasher, (spec, *self._worker_args["hasher"]))
         self._close_child_ends()
         return spec

@@ -198,9 +198,21 @@ _files_encoder: Final = msgspec.msgpack.Encoder()
 _files_decoder: Final = msgspec.msgpack.Decoder(list[ReaderFile])
 
 
-def pack_reader_files(files: list[ReaderFile]) -> bytes:
-    return _files_encoder.encode(files)
+def pack_reader_files(files: list[ReaderFile]) -> list[bytes]:
+    """The packed list in a one-element list (see :func:`unbox`)."""
+    return [_files_encoder.encode(files)]
 
 
-def unpack_reader_files(data: bytes) -> list[ReaderFile]:
-    return _files_decoder.decode(data)
+def unpack_reader_files(box: list[bytes]) -> list[ReaderFile]:
+    return _files_decoder.decode(unbox(box))
+
+
+def unbox(box: list[bytes]) -> bytes:
+    """Take the bytes out of a one-element list passed as a process argument.
+
+    Both sides' ``Process`` objects keep their arguments for the process's whole
+    life; a bare ``bytes`` argument would stay in memory with them. The child
+    empties the list it was given, the parent the one it passed once the child
+    has started (spawn pickles the arguments within ``start()``).
+    """
+    return box.pop() if box else b""

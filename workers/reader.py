@@ -198,7 +198,7 @@ class _Reader:
 
 def run_reader(
     spec: RingSpec,
-    packed_files: bytes,
+    packed_files: list[bytes],
     chunk_size: int,
     to_conn: PipeEnd,
     to_hasher: PipeEnd,
@@ -213,7 +213,6 @@ def run_reader(
     """
     enter_worker_process("pxfer-reader")
     files = unpack_reader_files(packed_files)
-    del packed_files
     try:
         with SlotRing.attach(spec) as ring:
             if not 0 < chunk_size <= ring.payload_capacity:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def run_connection(packed_params: bytes, ctl: Any, pipes: dict[str, Any], log_level: int) -> None:
+def run_connection(packed_params: list[bytes], ctl: Any, pipes: dict[str, Any], log_level: int) -> None:
     """``packed_params``: :func:`pipeline.control.pack_params` of the ConnParams."""
     from pipeline.connection.process import run_connection as run
     from pipeline.control import unpack_params
