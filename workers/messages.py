@@ -24,6 +24,7 @@ receiver of that message until it answers ``ReleaseSlot`` for it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Final, TypeAlias
 
 import msgspec
@@ -191,20 +192,29 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
 
 
 # The reader's file list, (id, absolute path, size, manifest path) in sending order,
-# travels to it as msgpack bytes, not pickled: pickling 100,000 tuples costs the
+# travels to it as msgpack batches, not pickled: pickling 100,000 tuples costs the
 # sending supervisor's memo ~120 B per file at start-up (see pipeline.control.pack_params).
 ReaderFile: TypeAlias = tuple[int, str, int, str]
 _files_encoder: Final = msgspec.msgpack.Encoder()
 _files_decoder: Final = msgspec.msgpack.Decoder(list[ReaderFile])
 
 
-def pack_reader_files(files: list[ReaderFile]) -> list[bytes]:
-    """The packed list in a one-element list (see :func:`unbox`)."""
-    return [_files_encoder.encode(files)]
+READER_BATCH: Final = 1024  # files per packed batch
 
 
-def unpack_reader_files(box: list[bytes]) -> list[ReaderFile]:
-    return _files_decoder.decode(unbox(box))
+def pack_reader_files(files: Sequence[ReaderFile]) -> list[bytes]:
+    """The list packed in batches of READER_BATCH files (see :func:`iter_reader_files`)."""
+    return [_files_encoder.encode(files[i : i + READER_BATCH]) for i in range(0, len(files), READER_BATCH)]
+
+
+def iter_reader_files(batches: list[bytes]) -> Iterator[ReaderFile]:
+    """The files of :func:`pack_reader_files`'s batches in order, one batch decoded at a
+    time and taken out of ``batches`` as it is: the reader reads its files once, in
+    order, so it holds ~100 B of packed list per file still to read and one batch of
+    tuples, not ~430 B per file of tuples and paths."""
+    batches.reverse()
+    while batches:
+        yield from _files_decoder.decode(batches.pop())
 
 
 def unbox(box: list[bytes]) -> bytes:

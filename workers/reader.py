@@ -29,6 +29,7 @@ import contextlib
 import os
 import stat
 from collections import deque
+from collections.abc import Iterable
 from multiprocessing.connection import wait
 
 import msgspec
@@ -36,7 +37,7 @@ import msgspec
 from pipeline.shm_ring import RingSpec, SlotRing
 
 from .channel import PipeEnd, enter_worker_process, recv, report, send
-from .messages import FileRead, ReadChunk, ReleaseSlot, Stop, WorkerError, unpack_reader_files
+from .messages import FileRead, ReadChunk, ReleaseSlot, Stop, WorkerError, iter_reader_files
 
 WORKER = "reader"
 CONSUMERS = 2  # connection and hasher
@@ -118,7 +119,7 @@ class _Reader:
 
     # -- files --------------------------------------------------------------
 
-    def read_files(self, files: list[tuple[int, str, int, str]]) -> None:
+    def read_files(self, files: Iterable[tuple[int, str, int, str]]) -> None:
         for file_id, path, size, name in files:
             try:
                 self._read_file(file_id, path, size)
@@ -198,7 +199,7 @@ class _Reader:
 
 def run_reader(
     spec: RingSpec,
-    packed_files: list[bytes],
+    packed_files: list[bytes],  # workers.messages.pack_reader_files
     chunk_size: int,
     to_conn: PipeEnd,
     to_hasher: PipeEnd,
@@ -212,7 +213,7 @@ def run_reader(
     slots (and on which ``Stop`` may arrive).
     """
     enter_worker_process("pxfer-reader")
-    files = unpack_reader_files(packed_files)
+    files: Iterable[tuple[int, str, int, str]] = iter_reader_files(packed_files)
     try:
         with SlotRing.attach(spec) as ring:
             if not 0 < chunk_size <= ring.payload_capacity:

@@ -28,6 +28,7 @@ from pipeline.shm_ring import PAYLOAD_OFFSET, SlotRing
 from workers.channel import framed, recv, send, send_framed
 from workers.hasher import run_receiver_hasher, run_sender_hasher
 from workers.messages import (
+    READER_BATCH,
     Discard,
     Discarded,
     FileDigest,
@@ -45,6 +46,7 @@ from workers.messages import (
     WriteChunk,
     decode,
     encode,
+    iter_reader_files,
     pack_reader_files,
 )
 from workers.partials import partial_path, sweep_partials
@@ -74,6 +76,18 @@ ALL_MESSAGES: list[Message] = [
     WorkerError("reader", "internal", "boom", None),
     Stop(),
 ]
+
+
+def test_the_reader_s_file_list_is_decoded_a_batch_at_a_time_and_let_go() -> None:
+    files = [(i, f"/src/DCIM/IMG_{i:06d}.JPG", i * 7, f"DCIM/IMG_{i:06d}.JPG") for i in range(2 * READER_BATCH + 3)]
+    batches = pack_reader_files(files)
+    assert len(batches) == 3
+    it = iter_reader_files(batches)
+    assert next(it) == files[0]
+    assert len(batches) == 2  # the first batch is out of the list once decoded
+    assert [files[0], *it] == files
+    assert batches == []
+    assert list(iter_reader_files(pack_reader_files([]))) == []
 
 
 @pytest.mark.parametrize("msg", ALL_MESSAGES, ids=lambda m: type(m).__name__)
