@@ -65,12 +65,16 @@ def collect_sources(paths: list[str]) -> Sources:
             _walk(absolute, base, found, skipped, unreadable)
         else:
             raise SourceError(f"{arg}: not a regular file or directory")
-    found.sort(key=lambda item: item[0])
+    # Last path first, so that popping gives them in order and each tuple is freed as
+    # its entry is made (the walk's list and the entries are not both held whole).
+    found.sort(key=lambda item: item[0], reverse=True)
     sources = Sources(skipped=skipped, unreadable=unreadable)
-    for file_id, (rel, absolute, size, mtime_ns, mode) in enumerate(found):
+    file_id = 0
+    while found:
+        rel, absolute, size, mtime_ns, mode = found.pop()
         sources.entries.append(FileEntry(id=file_id, path=rel, size=size, mtime_ns=mtime_ns, mode=mode))
         sources.files.append((file_id, absolute, size, rel))
-    del found
+        file_id += 1
     try:
         validate_manifest_paths([e.path for e in sources.entries])
     except RemoteProtocolError as exc:
