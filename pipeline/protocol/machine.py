@@ -24,18 +24,18 @@ from .frames import (
     Error,
     FileEntry,
     Hello,
-    Verdict,
     decode_control,
     decode_data,
 )
 from .outcome import Outcome
+from .verdicts import Verdicts
 
 
 class MachineBase:
     role: str = ""
 
     files: tuple[FileEntry, ...]
-    verdicts: dict[int, Verdict]
+    verdicts: Verdicts
 
     def __init__(self, session: str, max_message_size: int) -> None:
         self.session = session
@@ -127,7 +127,7 @@ class MachineBase:
         """
         if self.terminal or self.link_up or not self._awaiting_summary():
             return
-        if len(self.verdicts) == len(self.files) and all(v == "verified" for v in self.verdicts.values()):
+        if self.verdicts.count("verified") == len(self.files):
             peer = "receiver" if self.role == "sender" else "sender"
             self._terminate(
                 Outcome.COMPLETED,

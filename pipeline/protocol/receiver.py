@@ -60,6 +60,7 @@ from .frames import (
 from .machine import MachineBase
 from .manifest import ManifestAssembler, chunk_count, chunk_length
 from .outcome import Outcome
+from .verdicts import Verdicts
 
 
 class ReceiverState(enum.Enum):
@@ -146,7 +147,7 @@ class ReceiverMachine(MachineBase):
         # have their final names and their file_result went out (they stay, and
         # both sides count them): (code, message) until then.
         self._deferred_failure: tuple[ErrorCode, str] | None = None
-        self.verdicts: dict[int, Verdict] = {}
+        self.verdicts = Verdicts()
         self._done: Done | None = None
         # Counters.
         self.bytes_received = 0
@@ -473,7 +474,7 @@ class ReceiverMachine(MachineBase):
     def _maybe_done_ack(self) -> None:
         if self.state is not ReceiverState.FINISHING or len(self.verdicts) < len(self.files):
             return
-        verified = sum(1 for status in self.verdicts.values() if status == "verified")
+        verified = self.verdicts.count("verified")
         failed = len(self.verdicts) - verified
         self._send(DoneAck(verified=verified, failed=failed))
         if failed:

@@ -49,11 +49,11 @@ from .frames import (
     Reject,
     Resume,
     SeqRange,
-    Verdict,
 )
 from .machine import MachineBase
 from .manifest import build_manifest_parts, chunk_count, chunk_length
 from .outcome import Outcome
+from .verdicts import Verdicts
 
 FAST_RETRANSMIT_ACKS = 3
 MIN_CHUNK_SIZE = 1024
@@ -134,7 +134,7 @@ class SenderMachine(MachineBase):
         # worth): _maybe_done looks only at these.  Scanning every digest there made a
         # 20,000-file batch quadratic: 38 % of the connection process's CPU.
         self._end_due: set[int] = set()
-        self.verdicts: dict[int, Verdict] = {}
+        self.verdicts = Verdicts()
         # Link state (reconnects).
         self._awaiting_resume = False
         # Counters for telemetry.
@@ -324,7 +324,7 @@ class SenderMachine(MachineBase):
         if frame.failed == 0 and frame.verified == len(self.files):
             self._terminate(Outcome.COMPLETED, None, f"{len(self.files)} files verified", by_peer=True)
             return
-        code = "io_error" if "io_error" in self.verdicts.values() else "hash_mismatch"
+        code = "io_error" if self.verdicts.count("io_error") else "hash_mismatch"
         self._terminate(
             Outcome.FAILED, code, f"receiver verified {frame.verified}, failed {frame.failed} files", by_peer=True
         )
