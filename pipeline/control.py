@@ -174,4 +174,3 @@ def pack_params(params: ConnParams) -> list[bytes]:
 
 def unpack_params(box: list[bytes]) -> ConnParams:
     return msgspec.msgpack.decode(unbox(box), type=ConnParams)
-
