@@ -18,7 +18,6 @@ processes, rings, the terminal and the user's decisions::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Literal
 
 import msgspec
@@ -119,26 +118,6 @@ ControlMessage = Status | Connected | Negotiated | RingReady | Offer | Decision 
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(ControlMessage)
-
-
-# Finished.diagnostics["verdicts"]: one letter per file id, not a dict of
-# 100,000 string keys in both processes (issue 13: nothing per file may pile up).
-_VERDICT_LETTERS = {"verified": "v", "mismatch": "m", "io_error": "e"}
-_LETTER_VERDICTS = {letter: verdict for verdict, letter in _VERDICT_LETTERS.items()}
-NO_VERDICT = "-"
-
-
-def verdict_letters(verdicts: Mapping[int, str], files: int) -> str:
-    """Each file's B.6 verdict by id as one letter (``-`` for none)."""
-    letters = bytearray(NO_VERDICT.encode() * files)
-    for file_id, verdict in verdicts.items():
-        letters[file_id] = ord(_VERDICT_LETTERS[verdict])
-    return letters.decode()
-
-
-def verdict_at(letters: str, file_id: int) -> str | None:
-    """The verdict ``verdict_letters`` encoded for ``file_id``, or None."""
-    return _LETTER_VERDICTS.get(letters[file_id]) if file_id < len(letters) else None
 
 
 def encode(message: ControlMessage) -> bytes:

@@ -19,6 +19,7 @@ from pipeline.cli.usage import usage_error
 from pipeline.config import Config, ConfigError, apply_overrides, load_config
 from pipeline.progress import ProgressView
 from pipeline.protocol.outcome import Outcome, exit_code
+from pipeline.protocol.verdicts import verdict_in
 from pipeline.supervisor import SessionResult
 from pipeline.telemetry import ProcessSampler, TelemetryRecorder
 from pipeline.units import format_bytes, format_duration, format_rate
@@ -196,13 +197,13 @@ class FileOutcome(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
 def file_outcomes(paths: Sequence[str], verdicts: str, final_paths: dict[str, str]) -> list[FileOutcome]:
     """Every file by id: its path (the final one where the receiver renamed it) and outcome.
 
-    ``verdicts`` is :func:`pipeline.control.verdict_letters`'s one letter per file;
+    ``verdicts`` is :meth:`pipeline.protocol.verdicts.Verdicts.letters`' one letter per file;
     ``final_paths`` names only the files stored under another name.
     """
     return [
         FileOutcome(
             final_paths.get(str(i), path),
-            _FILE_OUTCOMES.get(control.verdict_at(verdicts, i) or "", "not_transferred"),
+            _FILE_OUTCOMES.get(verdict_in(verdicts, i) or "", "not_transferred"),
         )
         for i, path in enumerate(paths)
     ]

@@ -543,7 +543,8 @@ class ConnectionProcess:
             t = ev.Terminated(Outcome.FAILED, "internal", "the connection ended without an outcome", False)
         self.diagnostics["final_paths"] = {str(k): v for k, v in self.plane.final_paths.items()}
         # Each file's verdict by id, for the summary's file_outcomes (summarize takes it out).
-        self.diagnostics["verdicts"] = control.verdict_letters(self.machine.verdicts, len(self.machine.files))
+        # One letter per file (Verdicts.letters), not a dict of 100,000 string keys.
+        self.diagnostics["verdicts"] = self.machine.verdicts.letters(len(self.machine.files))
         with contextlib.suppress(Exception):
             control.send(self.ctl, self.plane.progress())
         with contextlib.suppress(Exception):

@@ -22,6 +22,8 @@ from pipeline.cli.common import (
 )
 from pipeline.config import Config
 from pipeline.progress import CURRENT_WIDTH, ProgressView, shorten
+from pipeline.protocol.frames import Verdict
+from pipeline.protocol.verdicts import Verdicts
 from pipeline.supervisor import SessionResult, TransferClock
 from pipeline.units import format_bytes, format_duration, format_rate
 
@@ -242,13 +244,15 @@ def test_the_reporter_names_the_current_file_from_the_connections_id() -> None:
     assert out.getvalue().rstrip().endswith("files 3/3")
 
 
-def finished_with(verdicts: dict[int, str], outcome: str = "failed", code: str | None = "hash_mismatch") -> SessionResult:
+def finished_with(verdicts: dict[int, Verdict], outcome: str = "failed", code: str | None = "hash_mismatch") -> SessionResult:
+    letters = Verdicts()
+    letters.update(verdicts)
     return SessionResult(
         outcome=outcome,
         code=code,
         message="receiver verified 1, failed 1 files",
         by_peer=True,
-        diagnostics={"verdicts": control.verdict_letters(verdicts, 3), "final_paths": {"0": "a (1).jpg"}},
+        diagnostics={"verdicts": letters.letters(3), "final_paths": {"0": "a (1).jpg"}},
         counters={"bytes": 3, "files_verified": sum(v == "verified" for v in verdicts.values())},
         duration=1.0,
         exitcodes={},

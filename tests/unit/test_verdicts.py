@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.protocol.verdicts import MAX_FILE_ID, Verdicts
+from pipeline.protocol.verdicts import MAX_FILE_ID, Verdicts, verdict_in
 
 VERDICT = st.sampled_from(["verified", "mismatch", "io_error"])
 OPS = st.lists(st.tuples(st.booleans(), st.integers(0, 300), VERDICT), max_size=200)
@@ -27,6 +27,8 @@ def test_it_matches_a_dict_under_any_sets_and_deletes(ops: list[tuple[bool, int,
             with pytest.raises(KeyError):
                 del verdicts[file_id]
         assert verdicts == model
+        letters = verdicts.letters(301)
+        assert [verdict_in(letters, i) for i in range(302)] == [model.get(i) for i in range(302)]
         assert len(verdicts) == len(model)
         assert list(verdicts) == sorted(model)
         for kind in ("verified", "mismatch", "io_error"):
@@ -51,4 +53,13 @@ def test_it_costs_a_byte_per_file() -> None:
     verdicts = Verdicts()
     for file_id in range(100_000):
         verdicts[file_id] = "verified"
-    assert len(verdicts._codes) == 100_000 and verdicts.count("verified") == 100_000
+    assert len(verdicts._letters) == 100_000 and verdicts.count("verified") == 100_000
+
+
+def test_the_letters_cover_every_file_asked_for() -> None:
+    verdicts = Verdicts()
+    verdicts[1] = "mismatch"
+    verdicts[2] = "io_error"
+    assert verdicts.letters(5) == "-me--"
+    assert verdicts.letters(2) == "-m"
+    assert verdict_in("-me--", 1) == "mismatch" and verdict_in("-me--", 0) is None and verdict_in("-m", 7) is None
