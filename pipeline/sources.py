@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pipeline.protocol.errors import RemoteProtocolError
 from pipeline.protocol.frames import FileEntry
 from pipeline.protocol.paths import validate_manifest_paths
+from workers.messages import ReaderFile
 
 
 class SourceError(Exception):
@@ -27,7 +28,7 @@ class SourceError(Exception):
 class Sources:
     entries: list[FileEntry] = field(default_factory=list)
     # (id, absolute path, size, manifest path): what the reader reads, and names it by
-    files: list[tuple[int, str, int, str]] = field(default_factory=list)
+    files: list[ReaderFile] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     # (path, reason): regular files found in a directory that could not be opened
     # for reading (permission denied, vanished while walking); left out of the offer.

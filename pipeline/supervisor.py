@@ -41,7 +41,7 @@ from pipeline.shm_ring import RingSpec, SlotRing
 from pipeline.telemetry import TelemetryRecorder
 from workers.channel import PipeEnd, watch_readable
 from workers.hasher import run_receiver_hasher, run_sender_hasher
-from workers.messages import pack_reader_files
+from workers.messages import ReaderFile, pack_reader_files
 from workers.partials import sweep_partials
 from workers.reader import run_reader
 from workers.writer import run_writer
@@ -129,7 +129,7 @@ class Supervisor:
         ring_slots: int,
         reporter: Reporter,
         telemetry: TelemetryRecorder,
-        sender_files: list[tuple[int, str, int, str]] | None = None,
+        sender_files: list[ReaderFile] | None = None,
         receiver: ReceiverPlan | None = None,
         log_level: int = logging.WARNING,
     ) -> None:

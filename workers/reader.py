@@ -37,7 +37,15 @@ import msgspec
 from pipeline.shm_ring import RingSpec, SlotRing
 
 from .channel import PipeEnd, enter_worker_process, recv, report, send
-from .messages import FileRead, ReadChunk, ReleaseSlot, Stop, WorkerError, iter_reader_files
+from .messages import (
+    FileRead,
+    ReadChunk,
+    ReaderFile,
+    ReleaseSlot,
+    Stop,
+    WorkerError,
+    iter_reader_files,
+)
 
 WORKER = "reader"
 CONSUMERS = 2  # connection and hasher
@@ -119,7 +127,7 @@ class _Reader:
 
     # -- files --------------------------------------------------------------
 
-    def read_files(self, files: Iterable[tuple[int, str, int, str]]) -> None:
+    def read_files(self, files: Iterable[ReaderFile]) -> None:
         for file_id, path, size, name in files:
             try:
                 self._read_file(file_id, path, size)
@@ -213,7 +221,7 @@ def run_reader(
     slots (and on which ``Stop`` may arrive).
     """
     enter_worker_process("pxfer-reader")
-    files: Iterable[tuple[int, str, int, str]] = iter_reader_files(packed_files)
+    files: Iterable[ReaderFile] = iter_reader_files(packed_files)
     try:
         with SlotRing.attach(spec) as ring:
             if not 0 < chunk_size <= ring.payload_capacity:
