@@ -219,6 +219,9 @@ def test_overwrite_replaces_an_existing_file(tmp_path: Path, launcher: Launcher)
     assert os.listdir(out) == ["clip.mp4"]
     assert (out / "clip.mp4").read_bytes() == new
     assert received.summary is not None and received.summary["files_verified"] == 1
+    # Stored under its own name: the summary records no other name for it.
+    assert received.summary["file_outcomes"] == [{"path": "clip.mp4", "outcome": "verified"}]
+    assert received.summary["connection"]["final_paths"] == {}
 
 
 def test_rename_keeps_both_files(tmp_path: Path, launcher: Launcher) -> None:
@@ -231,6 +234,9 @@ def test_rename_keeps_both_files(tmp_path: Path, launcher: Launcher) -> None:
     assert sorted(os.listdir(out)) == ["clip (1).mp4", "clip.mp4"]
     assert (out / "clip.mp4").read_bytes() == old
     assert (out / "clip (1).mp4").read_bytes() == new
+    assert received.summary is not None
+    assert received.summary["file_outcomes"] == [{"path": "clip (1).mp4", "outcome": "verified"}]
+    assert received.summary["connection"]["final_paths"] == {"0": "clip (1).mp4"}
 
 
 # -- cancel (SIGINT) from either side -------------------------------------------------------------
