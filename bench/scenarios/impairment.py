@@ -567,10 +567,12 @@ def rise_result(conditions: list[dict[str, Any]]) -> dict[str, Any] | None:
     by_name = {c["name"]: c for c in conditions}
     if "rtt-rise" not in by_name or "rtt40" not in by_name:
         return None
-    after, steady = by_name["rtt-rise"]["second_half_bytes_per_s"], by_name["rtt40"]["second_half_bytes_per_s"]
+    rise = by_name["rtt-rise"]
+    after, steady = rise["second_half_bytes_per_s"], by_name["rtt40"]["second_half_bytes_per_s"]
+    rtt_after_s = 2 * rise["impairment"]["rise_ms_each_way"] / 1000
     return {
         "after_rise_bytes_per_s": after,
         "rtt40_bytes_per_s": steady,
         "ratio": {side: ratio(after.get(side), steady.get(side)) for side in after},
-        "connect_time_cap_bound_bytes_per_s": MIN_CAP / 0.040,
+        "connect_time_cap_bound_bytes_per_s": MIN_CAP / rtt_after_s,
     }

@@ -320,7 +320,12 @@ def test_rise_result_sets_each_side_after_the_rise_against_itself_at_40_ms() -> 
     from bench.scenarios import impairment
 
     def condition(name: str, raw: float, pipeline: float) -> dict[str, object]:
-        return {"name": name, "second_half_bytes_per_s": {"raw": raw, "pipeline": pipeline, "chromium": None}}
+        described = next(c for c in impairment.CONDITIONS if c.name == name).describe()
+        return {
+            "name": name,
+            "impairment": described,
+            "second_half_bytes_per_s": {"raw": raw, "pipeline": pipeline, "chromium": None},
+        }
 
     assert impairment.rise_result([condition("rtt40", 12e6, 11e6)]) is None
     rise = impairment.rise_result([condition("rtt40", 12e6, 11e6), condition("rtt-rise", 6e6, 11e6)])
