@@ -120,3 +120,45 @@ def test_the_flight_cap_follows_a_path_whose_rtt_rises(monkeypatch: pytest.Monke
     assert caps[-1] is not None and want is not None
     assert abs(caps[-1] - want) <= 0.1 * want, (caps[-1], want)
     assert caps[-1] is not None and caps[-1] > 10 * sctp_flight.MIN_CAP
+
+
+async def _recoveries(enabled: bool) -> tuple[list[bool], list[tuple[int, int]], sctp_path.PathState | None, bool]:
+    """After every SACK the sender handles: was aiortc left in fast recovery; and the
+    window at each loss read as random, paired with the window at the next one."""
+    link = Link(LinkConditions(delay=0.020, loss=0.01), seed=3)
+    client, server = await associate(link)
+    state = sctp_path.enable(client) if enabled else None
+    sctp_flight.cap_transport(client, sctp_flight.cap_for_rtt(0.040))
+    in_recovery: list[bool] = []
+    at_random_loss: list[int] = []
+    handle = client._receive_sack_chunk
+
+    async def receive_sack_chunk(chunk: object) -> None:
+        before = state.random_losses if state is not None else 0
+        await handle(chunk)
+        in_recovery.append(client._fast_recovery_exit is not None)
+        if state is not None and state.random_losses > before:
+            at_random_loss.append(client._cwnd)
+
+    client._receive_sack_chunk = receive_sack_chunk  # type: ignore[method-assign]
+    try:
+        result = await transfer(client, server, 3 * MiB)
+        return in_recovery, list(zip(at_random_loss, at_random_loss[1:])), state, bool(result.data)
+    finally:
+        await close(client, server)
+
+
+def test_a_loss_read_as_random_ends_the_recovery_so_the_window_grows_through_repairs() -> None:
+    plain, _, _, plain_ok = asyncio.run(_recoveries(False))
+    kept, pairs, state, ok = asyncio.run(_recoveries(True))
+    assert plain_ok and ok
+    assert state is not None and state.random_losses >= 3, state
+    # aiortc spends a large share of its SACKs in fast recovery, where its window
+    # neither grows nor shrinks; after a random loss we leave none of it behind (what
+    # is left is recoveries the queue test kept as congestion).
+    assert sum(plain) > 0.2 * len(plain), sum(plain) / len(plain)
+    assert sum(kept) < 0.5 * sum(plain), (sum(kept), sum(plain))
+    # Each loss is judged afresh (inside aiortc's recovery later ones went unseen), and
+    # the window grew across them instead of freezing at the first one's.
+    assert state.random_losses >= 10, state
+    assert pairs and pairs[-1][1] > 2 * pairs[0][0], pairs
