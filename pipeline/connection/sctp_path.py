@@ -21,9 +21,7 @@ What this module changes, per transport that opts in (:func:`enable`), and only 
 - **Loss response** (a deliberate departure from RFC 9260 section 7.2.3): when aiortc
   enters fast recovery, the window is halved only if the path shows a queue, i.e. the
   smoothed RTT is above ``QUEUE_FACTOR`` x the path RTT + ``QUEUE_SLACK``. Without a
-  queue the loss is taken as random: the window is kept and the recovery ends at once
-  (the lost chunk is still retransmitted first), so the window goes on growing while
-  the repair is under way and the next loss is judged afresh. A real bottleneck builds a
+  queue the loss is taken as random and the window is kept. A real bottleneck builds a
   queue before it drops, so congestion still halves the window; the flight cap bounds
   the window in any case, and a T3 timeout (a blackout) still collapses it to one
   packet as the RFC says. This is a delay-based reading of loss, like BBR's or
@@ -103,13 +101,13 @@ class PathState:
 def problems() -> list[str]:
     """What the installed aiortc lacks for this adapter (empty when all is well)."""
     found = []
-    for name in ("_receive_sack_chunk", "_update_rto", "_transmit"):
+    for name in ("_receive_sack_chunk", "_update_rto", "_data_channel_flush"):
         if not callable(getattr(RTCSctpTransport, name, None)):
             found.append(f"aiortc RTCSctpTransport.{name} is missing")
     # The shape of aiortc's own functions, under any wrapper of ours (functools.wraps).
     names = RTCSctpTransport.__init__.__code__.co_names
     names += inspect.unwrap(RTCSctpTransport._receive_sack_chunk).__code__.co_names
-    for attr in ("_cwnd", "_ssthresh", "_fast_recovery_exit", "_fast_recovery_transmit", "_srtt", "_rttvar", "_rto"):
+    for attr in ("_cwnd", "_ssthresh", "_fast_recovery_exit", "_srtt", "_rttvar", "_rto"):
         if attr not in names:
             found.append(f"aiortc RTCSctpTransport no longer sets {attr}")
     for constant in ("SCTP_RTO_MAX", "SCTP_TSN_MODULO", "uint32_gt"):
@@ -160,12 +158,7 @@ def install() -> bool:
         state.random_losses += 1
         self._cwnd = max(self._cwnd, cwnd)
         self._ssthresh = max(self._ssthresh, ssthresh, cwnd)
-        # Not congestion, so no recovery either: inside one aiortc neither grows the
-        # window nor halves it again, and at 1 % loss a window of a few hundred packets
-        # would spend most of its time there (measured: 60-90 % of SACKs), frozen.
-        # The retransmission stays marked and goes out first (_fast_recovery_transmit).
-        self._fast_recovery_exit = None
-        await self._transmit()  # aiortc sent with the halved window; fill it
+        await self._data_channel_flush()  # aiortc sent with the halved window; fill it
 
     RTCSctpTransport._update_rto = update_rto  # type: ignore[method-assign,assignment]
     RTCSctpTransport._receive_sack_chunk = receive_sack_chunk  # type: ignore[method-assign]
