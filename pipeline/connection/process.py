@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from pipeline import control
-from pipeline.connection import host_addresses, sctp_flight, sctp_path
+from pipeline.connection import host_addresses, sctp_acks, sctp_flight, sctp_path, sctp_sacks
 from pipeline.connection.dataplane import DataPlane, read_pipe
 from pipeline.connection.peer import (
     LOCAL_MAX_MESSAGE_SIZE,
@@ -186,6 +186,9 @@ class ConnectionProcess:
                 self.plane.attach_channel(link.channel)
                 self.plane.process()
                 facts = await link.describe()
+                if link.pc.sctp is not None:
+                    # Either side receives DATA (data or acks): per-packet work in O(gaps).
+                    sctp_acks.enable(link.pc.sctp)
                 if self.params.role == "sender":
                     facts["flight_cap"] = self._cap_flight(link, facts)
                 self.diagnostics.update(facts)
@@ -412,6 +415,7 @@ class ConnectionProcess:
         rtt_ms = (facts.get("selected_pair") or {}).get("rtt_ms")
         cap = sctp_flight.resolve(self.params.flight_cap, None if rtt_ms is None else rtt_ms / 1000.0)
         if link.pc.sctp is not None:
+            sctp_sacks.enable(link.pc.sctp)  # SACKs handled per gap block, not per chunk
             sctp_path.enable(link.pc.sctp)  # RTT, RTO floor, loss response (docs/performance.md)
         return sctp_flight.set_cap(link.pc, cap, follow=self.params.flight_cap == "auto")
 

@@ -38,7 +38,7 @@ from typing import Any, Final
 from aiortc import RTCPeerConnection
 from aiortc.rtcsctptransport import RTCSctpTransport
 
-from pipeline.connection import sctp_path
+from pipeline.connection import sctp_path, sctp_sacks
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ def install() -> bool:
     global _installed
     if _installed:
         return True
+    sctp_sacks.install()  # the innermost layer of _receive_sack_chunk: before ours
     found = problems()
     if found:
         log.warning("SCTP flight cap unavailable: %s", "; ".join(found))

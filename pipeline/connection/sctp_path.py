@@ -49,12 +49,14 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
 from aiortc import rtcsctptransport
 from aiortc.rtcsctptransport import RTCSctpTransport
+
+from pipeline.connection import sctp_sacks
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,7 @@ def install() -> bool:
     global _installed
     if _installed:
         return True
+    sctp_sacks.install()  # the innermost layer of _receive_sack_chunk: before ours
     found = problems()
     if found:
         log.warning("SCTP path adjustments unavailable: %s", "; ".join(found))
@@ -174,16 +177,14 @@ def _uint32_gt(a: int, b: int) -> bool:
 
 def _hold_strikes(sctp: Any, sack: Any, state: PathState) -> None:
     """Keep chunks retransmitted less than REPAIR_FACTOR x srtt ago from being struck by
-    this SACK; release those whose repair is overdue so aiortc's three strikes resume."""
+    this SACK; release those whose repair is overdue so aiortc's three strikes resume.
+    Only the chunks in the SACK's holes can be struck: those are the ones looked at."""
     now = time.monotonic()
     # Overdue: later than the RTT estimate allows (the RTO's formula, without its floor).
     srtt, rttvar = sctp._srtt or 0.0, sctp._rttvar or 0.0
     patience = max(REPAIR_FACTOR * srtt, srtt + 4 * rttvar)
-    last = (sack.cumulative_tsn + sack.gaps[-1][1]) % rtcsctptransport.SCTP_TSN_MODULO
     held = False
-    for schunk in sctp._sent_queue:
-        if _uint32_gt(schunk.tsn, last):
-            break  # above the last gap nothing is struck
+    for schunk in _struck_by(sctp._sent_queue, sack):
         if schunk._sent_count < 2 or schunk._retransmit:
             continue
         mark = getattr(schunk, _RTX_AT, None)
@@ -196,6 +197,22 @@ def _hold_strikes(sctp: Any, sack: Any, state: PathState) -> None:
         elif schunk._misses < 0:
             schunk._misses = 0
     state.held_strikes += held
+
+
+def _struck_by(sent: Any, sack: Any) -> Iterator[Any]:
+    """The chunks of the sent queue this SACK may strike: its holes below its last block
+    (all chunks up to that block when the blocks are not in order)."""
+    cumulative = sack.cumulative_tsn
+    ranges = sctp_sacks.blocks(cumulative, sack.gaps)
+    if ranges is not None and sctp_sacks.consecutive(sent):
+        yield from sctp_sacks.holes(sent, cumulative, ranges, ranges[-1][1])
+        return
+    last = (cumulative + sack.gaps[-1][1]) % rtcsctptransport.SCTP_TSN_MODULO
+    for schunk in sent:
+        if _uint32_gt(schunk.tsn, last):
+            return  # above the last gap nothing is struck
+        if _uint32_gt(schunk.tsn, cumulative):
+            yield schunk
 
 
 def enable(sctp: RTCSctpTransport, *, loss_response: bool = True) -> PathState | None:
