@@ -39,8 +39,9 @@ What this module changes, per transport that opts in (:func:`enable`), and only 
   without waiting for T3.
 
 Everything else (fast retransmit after three missing reports, retransmission, slow
-start and congestion avoidance) stays aiortc's. :func:`problems` names what this relies
-on; ``tests/unit/test_sctp_path.py`` fails when the pinned aiortc changes shape.
+start and congestion avoidance) stays aiortc's, handled per gap block by ``sctp_sacks``
+(same effects, less CPU). :func:`problems` names what this relies on;
+``tests/unit/test_sctp_path.py`` fails when the pinned aiortc changes shape.
 """
 
 from __future__ import annotations
