@@ -37,10 +37,11 @@ from typing import Any, Final
 from aiortc import rtcsctptransport
 from aiortc.rtcsctptransport import RTCSctpTransport
 
+from pipeline.connection.sctp_sacks import serial_gt
+
 log = logging.getLogger(__name__)
 
 _MODULO: Final = 1 << 32
-_HALF: Final = 1 << 31
 _STATE: Final = "_pxfer_acks"
 _installed = False
 
@@ -134,11 +135,6 @@ def _runs(sctp: Any, state: Runs) -> Runs:
     return fresh
 
 
-def _gt(a: int, b: int) -> bool:
-    """Serial-number a > b (RFC 1982), exactly aiortc's ``uint32_gt``."""
-    return a != b and (a - b) % _MODULO < _HALF
-
-
 def install() -> bool:
     """Replace aiortc's per-packet bookkeeping for enabled transports; idempotent."""
     global _installed
@@ -158,7 +154,7 @@ def install() -> bool:
             return original_mark(self, tsn)
         received: set[int] = self._sack_misordered
         last: int = self._last_received_tsn
-        if tsn == last or _gt(last, tsn) or tsn in received:  # a duplicate, as aiortc tells it
+        if tsn == last or serial_gt(last, tsn) or tsn in received:  # a duplicate, as aiortc tells it
             self._sack_duplicates.append(tsn)
             return True
         runs = _runs(self, state)
@@ -170,7 +166,7 @@ def install() -> bool:
         else:
             received.add(tsn)
         if self._sack_duplicates:  # aiortc keeps only those above the cumulative TSN
-            self._sack_duplicates = [x for x in self._sack_duplicates if _gt(x, last)]
+            self._sack_duplicates = [x for x in self._sack_duplicates if serial_gt(x, last)]
         return False
 
     @functools.wraps(original_sack)

@@ -113,7 +113,7 @@ def problems() -> list[str]:
     for attr in ("_cwnd", "_ssthresh", "_fast_recovery_exit", "_srtt", "_rttvar", "_rto"):
         if attr not in names:
             found.append(f"aiortc RTCSctpTransport no longer sets {attr}")
-    for constant in ("SCTP_RTO_MAX", "SCTP_TSN_MODULO", "uint32_gt"):
+    for constant in ("SCTP_RTO_MAX", "SCTP_TSN_MODULO"):
         if not hasattr(rtcsctptransport, constant):
             found.append(f"aiortc has no rtcsctptransport.{constant}")
     for attr in ("_misses", "_sent_count", "_retransmit"):
@@ -170,12 +170,6 @@ def install() -> bool:
     return True
 
 
-def _uint32_gt(a: int, b: int) -> bool:
-    """Serial-number a > b (RFC 1982), as aiortc's own helper."""
-    gt: bool = getattr(rtcsctptransport, "uint32_gt")(a, b)  # noqa: B009  # not in its __all__
-    return gt
-
-
 def _hold_strikes(sctp: Any, sack: Any, state: PathState) -> None:
     """Keep chunks retransmitted less than REPAIR_FACTOR x srtt ago from being struck by
     this SACK; release those whose repair is overdue so aiortc's three strikes resume.
@@ -210,9 +204,9 @@ def _struck_by(sent: Any, sack: Any) -> Iterator[Any]:
         return
     last = (cumulative + sack.gaps[-1][1]) % rtcsctptransport.SCTP_TSN_MODULO
     for schunk in sent:
-        if _uint32_gt(schunk.tsn, last):
+        if sctp_sacks.serial_gt(schunk.tsn, last):
             return  # above the last gap nothing is struck
-        if _uint32_gt(schunk.tsn, cumulative):
+        if sctp_sacks.serial_gt(schunk.tsn, cumulative):
             yield schunk
 
 

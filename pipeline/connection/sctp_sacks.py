@@ -92,8 +92,8 @@ def problems() -> list[str]:
     return found
 
 
-def _gt(a: int, b: int) -> bool:
-    """Serial-number a > b (RFC 1982), exactly aiortc's ``uint32_gt``."""
+def serial_gt(a: int, b: int) -> bool:
+    """Serial-number a > b (RFC 1982) on TSNs: exactly aiortc's ``uint32_gt``, inline."""
     return a != b and (a - b) % _MODULO < _HALF
 
 
@@ -145,7 +145,7 @@ async def _receive_sack(self: Any, chunk: Any, state: SackState) -> None:
     """aiortc's ``_receive_sack_chunk`` (1.16), in steps per gap block (module docstring)."""
     assert _original is not None
     cumulative: int = chunk.cumulative_tsn
-    if _gt(self._last_sacked_tsn, cumulative):
+    if serial_gt(self._last_sacked_tsn, cumulative):
         return
     ranges = blocks(cumulative, chunk.gaps) if chunk.gaps else []
     sent: deque[Any] = self._sent_queue
@@ -162,7 +162,7 @@ async def _receive_sack(self: Any, chunk: Any, state: SackState) -> None:
     done_bytes = 0
 
     # handle acknowledged data
-    while sent and (cumulative == sent[0].tsn or _gt(cumulative, sent[0].tsn)):
+    while sent and (cumulative == sent[0].tsn or serial_gt(cumulative, sent[0].tsn)):
         schunk = sent.popleft()
         done += 1
         if not schunk._acked:
@@ -173,7 +173,7 @@ async def _receive_sack(self: Any, chunk: Any, state: SackState) -> None:
 
     # handle gap blocks
     loss = False
-    if state.resend_until is not None and not _gt(state.resend_until, cumulative):
+    if state.resend_until is not None and not serial_gt(state.resend_until, cumulative):
         state.resend_until = None
     if ranges:
         known = _known(state.acked, cumulative) if state.resend_until is None else []
@@ -227,7 +227,7 @@ async def _receive_sack(self: Any, chunk: Any, state: SackState) -> None:
             self._partial_bytes_acked = 0
             self._fast_recovery_exit = sent[-1].tsn
             self._fast_recovery_transmit = True
-    elif cumulative == self._fast_recovery_exit or _gt(cumulative, self._fast_recovery_exit):
+    elif cumulative == self._fast_recovery_exit or serial_gt(cumulative, self._fast_recovery_exit):
         self._fast_recovery_exit = None
 
     if not sent:
