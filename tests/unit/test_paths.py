@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import tracemalloc
 import unicodedata
 from collections.abc import Sequence
 
@@ -10,11 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.protocol import paths as paths_module
 from pipeline.protocol.errors import RemoteProtocolError
 from pipeline.protocol.paths import (
     _FORBIDDEN_CHAR,
     MAX_COMPONENT_BYTES,
     MAX_PATH_BYTES,
+    _HashSet,
+    _validate_exactly,
     validate_manifest_paths,
     validate_path,
 )
@@ -228,3 +232,67 @@ def test_many_deep_paths() -> None:
     paths = ["/".join(["d"] * 1000 + [f"f{i}"]) for i in range(2000)]
     validate_manifest_paths(paths)
     _rejected_list([*paths, "/".join(["d"] * 500)])
+
+
+# The fast pass keeps hashes, not strings, and hands any hit to the exact trie
+# (_validate_exactly); these tests hold the two to the same verdicts and messages.
+
+
+def _verdict(check: object, paths: Sequence[str]) -> str | None:
+    try:
+        check(paths)  # type: ignore[operator]
+    except RemoteProtocolError as exc:
+        assert exc.code == "bad_path"
+        return exc.message
+    return None
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PATH, max_size=24))
+def test_fast_pass_names_the_same_path_as_the_exact_check(paths: list[str]) -> None:
+    assert _verdict(validate_manifest_paths, paths) == _verdict(_validate_exactly, paths)
+
+
+@pytest.mark.parametrize(
+    "paths",
+    [
+        ["a/b", "a/c", "a/d/e", "b"],
+        ["a/b", "c", "a/b"],
+        ["a/b/c", "x", "a/b"],
+        ["a", "x/y", "a/b"],
+        ["ok", "bad//path"],
+    ],
+)
+def test_every_hash_colliding_still_gives_the_exact_verdict(
+    paths: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = _verdict(_validate_exactly, paths)
+    monkeypatch.setattr(paths_module, "hash", lambda _value: 7, raising=False)
+    assert _verdict(validate_manifest_paths, paths) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=3000))
+def test_hash_set_matches_a_set(values: list[int]) -> None:
+    table, reference = _HashSet(), set()
+    for value in values:
+        mapped = value or 1  # the table's stand-in for 0 (its empty mark)
+        assert table.add(value) == (mapped not in reference)
+        reference.add(mapped)
+    assert all(value in table for value in values)
+    others = [value ^ 0x5A5A for value in values]
+    assert all((other in table) == ((other or 1) in reference) for other in others)
+
+
+def test_memory_per_path_stays_small() -> None:
+    # 50,000 paths of a camera dump: the trie this replaced peaked at ~250 B per
+    # path; the fast pass ~32 (tables at most half full, the old one held while
+    # growing). Allocations counted by tracemalloc, not timed.
+    paths = [f"DCIM/{d:03d}CANON/IMG_{i:05d}.JPG" for d in range(50) for i in range(1000)]
+    tracemalloc.start()
+    try:
+        validate_manifest_paths(paths)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak / len(paths) < 64
