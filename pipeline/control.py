@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from pipeline.protocol.frames import FileEntry
+from pipeline.protocol.filetable import PackedFiles
 from pipeline.shm_ring import RingSpec
 from workers.messages import unbox
 
@@ -46,7 +46,8 @@ class ConnParams(msgspec.Struct, frozen=True, kw_only=True):
     rto_initial: float
     rto_max: float
     ack_interval: float
-    files: list[FileEntry] = []
+    # the sender's file list (protocol.filetable: a few byte strings, not an object per file)
+    files: PackedFiles | None = None
     join_wait: float = 10.0
 
 
@@ -72,7 +73,7 @@ class RingReady(_Msg, frozen=True, kw_only=True):
 
 
 class Offer(_Msg, frozen=True, kw_only=True):
-    files: list[FileEntry]
+    files: PackedFiles  # FileTable.unpack gives the list
     chunk_size: int
     total_bytes: int
 

@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from pipeline.protocol.frames import FileEntry
@@ -29,7 +30,7 @@ class OfferCheck:
         return total_bytes <= self.free_bytes
 
 
-def check_offer(out_dir: str, files: list[FileEntry]) -> OfferCheck:
+def check_offer(out_dir: str, files: Iterable[FileEntry]) -> OfferCheck:
     check = OfferCheck(free_bytes=shutil.disk_usage(out_dir).free)
     dirs: set[str] = set()
     for entry in files:
@@ -48,7 +49,7 @@ def check_offer(out_dir: str, files: list[FileEntry]) -> OfferCheck:
     return check
 
 
-def describe_offer(files: list[FileEntry], total_bytes: int, limit: int = 8) -> str:
+def describe_offer(files: Sequence[FileEntry], total_bytes: int, limit: int = 8) -> str:
     tops = Counter(f.path.split("/", 1)[0] + ("/" if "/" in f.path else "") for f in files)
     names = [f"  {name}  ({count} files)" if name.endswith("/") else f"  {name}" for name, count in sorted(tops.items())]
     if len(names) > limit:

@@ -15,6 +15,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from pipeline.protocol.errors import RemoteProtocolError
+from pipeline.protocol.filetable import FileTable
 from pipeline.protocol.frames import FileEntry
 from pipeline.protocol.paths import validate_manifest_paths
 from workers.messages import ReaderFile
@@ -26,7 +27,7 @@ class SourceError(Exception):
 
 @dataclass
 class Sources:
-    entries: list[FileEntry] = field(default_factory=list)
+    entries: FileTable = field(default_factory=FileTable)
     # (id, absolute path, size, manifest path): what the reader reads, and names it by
     files: list[ReaderFile] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -36,7 +37,7 @@ class Sources:
 
     @property
     def total_bytes(self) -> int:
-        return sum(e.size for e in self.entries)
+        return self.entries.total_bytes
 
 
 # (relative path, absolute path, size, mtime_ns, mode): only what the offer needs.
@@ -77,7 +78,7 @@ def collect_sources(paths: list[str]) -> Sources:
         sources.files.append((file_id, absolute, size, rel))
         file_id += 1
     try:
-        validate_manifest_paths([e.path for e in sources.entries])
+        validate_manifest_paths(sources.entries.paths)
     except RemoteProtocolError as exc:
         raise SourceError(f"cannot send these paths: {exc.message}") from None
     return sources

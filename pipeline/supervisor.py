@@ -26,8 +26,8 @@ import multiprocessing
 import secrets
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
@@ -36,6 +36,7 @@ import msgspec
 from pipeline import control
 from pipeline.connection.entry import run_connection
 from pipeline.offer import OfferCheck, remove_new_dirs
+from pipeline.protocol.filetable import FileTable
 from pipeline.protocol.frames import DATA_HEADER_LEN
 from pipeline.shm_ring import RingSpec, SlotRing
 from pipeline.telemetry import TelemetryRecorder
@@ -63,9 +64,9 @@ class Reporter(Protocol):
 class ReceiverPlan:
     out_dir: str
     on_exists: str
-    decide: Callable[[control.Offer], Awaitable[tuple[bool, str, str, OfferCheck | None]]]
+    decide: Callable[[control.Offer, FileTable], Awaitable[tuple[bool, str, str, OfferCheck | None]]]
     check: OfferCheck | None = None
-    relpaths: list[str] = field(default_factory=list)
+    relpaths: Sequence[str] = ()
 
 
 @dataclass
@@ -343,9 +344,10 @@ class Supervisor:
 
     async def _decide(self, offer: control.Offer) -> None:
         assert self.receiver is not None and self._ctl is not None
-        accept, code, message, check = await self.receiver.decide(offer)
+        files = FileTable.unpack(offer.files)
+        accept, code, message, check = await self.receiver.decide(offer, files)
         self.receiver.check = check
-        self.receiver.relpaths = [f.path for f in offer.files]
+        self.receiver.relpaths = files.paths
         if not accept:
             control.send(self._ctl, control.Decision(accept=False, code=code, message=message))
             return

@@ -19,6 +19,7 @@ import errno
 import os
 import posixpath
 import stat
+from collections.abc import Iterable
 from typing import Final
 
 NAME_MAX: Final = 255  # bytes, Linux
@@ -84,7 +85,7 @@ def open_parent_dir(root_fd: int, relpath: str, *, create: bool) -> int:
     return fd
 
 
-def sweep_partials(out_dir: str, relpaths: list[str], token: str) -> int:
+def sweep_partials(out_dir: str, relpaths: Iterable[str], token: str) -> int:
     """Remove this session's partial files under ``out_dir``; return how many.
 
     Used by the supervisor after a writer died without cleaning up (SIGKILL).

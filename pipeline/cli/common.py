@@ -18,6 +18,7 @@ from pipeline import __version__, control
 from pipeline.cli.usage import usage_error
 from pipeline.config import Config, ConfigError, apply_overrides, load_config
 from pipeline.progress import ProgressView
+from pipeline.protocol.filetable import FileTable
 from pipeline.protocol.outcome import Outcome, exit_code
 from pipeline.protocol.verdicts import verdict_in
 from pipeline.supervisor import SessionResult
@@ -87,7 +88,7 @@ def build_config(prog: str, args: argparse.Namespace, flags: dict[str, str]) -> 
         usage_error(prog, str(exc))
 
 
-def conn_params(cfg: Config, role: str, code: str, url: str, files: list[Any]) -> control.ConnParams:
+def conn_params(cfg: Config, role: str, code: str, url: str, files: FileTable | None) -> control.ConnParams:
     return control.ConnParams(
         role=role,  # type: ignore[arg-type]
         code=code,
@@ -107,7 +108,7 @@ def conn_params(cfg: Config, role: str, code: str, url: str, files: list[Any]) -
         rto_initial=cfg.transfer.rto_initial,
         rto_max=cfg.transfer.rto_max,
         ack_interval=cfg.transfer.ack_interval,
-        files=files,
+        files=None if files is None else files.pack(),
     )
 
 

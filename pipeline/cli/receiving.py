@@ -23,6 +23,7 @@ from pipeline.cli.common import (
 from pipeline.cli.usage import OneLineErrorParser, usage_error
 from pipeline.config import Config
 from pipeline.offer import OfferCheck, check_offer, describe_offer
+from pipeline.protocol.filetable import FileTable
 from pipeline.shm_ring import stop_resource_tracker
 from pipeline.signaling.codes import is_valid_code, normalize_code
 from pipeline.supervisor import ReceiverPlan, Supervisor
@@ -60,13 +61,13 @@ class Decider:
         self.reporter = reporter
         self.offered_bytes: int | None = None  # None: no offer arrived
 
-    async def __call__(self, offer: control.Offer) -> tuple[bool, str, str, OfferCheck | None]:
+    async def __call__(self, offer: control.Offer, files: FileTable) -> tuple[bool, str, str, OfferCheck | None]:
         cfg = self.cfg
         self.offered_bytes = offer.total_bytes
-        check = check_offer(self.out_dir, offer.files)
+        check = check_offer(self.out_dir, files)
         # --quiet hides the offer only when nobody is asked about it (--yes).
         if not cfg.output.quiet or not cfg.receive.yes:
-            print(describe_offer(offer.files, offer.total_bytes), file=sys.stderr, flush=True)
+            print(describe_offer(files, offer.total_bytes), file=sys.stderr, flush=True)
         if check.blocked:
             return False, "rejected", f"a file stands where a folder is needed in {self.out_dir}: {_listing(check.blocked)}", check
         if not check.fits(offer.total_bytes):
@@ -87,7 +88,7 @@ class Decider:
             answer = await _ask("Accept? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 return False, "rejected", "declined by the user", check
-        self.reporter.start_progress(offer.total_bytes, len(offer.files), [f.path for f in offer.files])
+        self.reporter.start_progress(offer.total_bytes, len(files), files.paths)
         self.reporter.status(f"accepted; receiving into {self.out_dir}")
         return True, "", "", check
 
@@ -127,7 +128,7 @@ async def run(cfg: Config, code: str, url: str, out_dir: str) -> int:
     decider = Decider(cfg, out_dir, reporter)
     try:
         supervisor = Supervisor(
-            conn_params(cfg, "receiver", code, url, []),
+            conn_params(cfg, "receiver", code, url, None),
             ring_slots=cfg.transfer.ring_slots,
             reporter=reporter,
             telemetry=telemetry,

@@ -211,7 +211,7 @@ class DataPlane:
                 case ev.Negotiated(chunk_size):
                     control.send(self.ctl, control.Negotiated(chunk_size=chunk_size))
                 case ev.ManifestReady(files, chunk_size, total_bytes):
-                    control.send(self.ctl, control.Offer(files=list(files), chunk_size=chunk_size, total_bytes=total_bytes))
+                    control.send(self.ctl, control.Offer(files=files.pack(), chunk_size=chunk_size, total_bytes=total_bytes))
                 case ev.OpenFile(file_id):
                     entry = self._receiver.files[file_id]
                     self._to_worker("to_writer", wm.PlanFile(file_id, entry.path, entry.size))

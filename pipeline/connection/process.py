@@ -35,6 +35,7 @@ from pipeline.connection.peer import (
     Superseded,
 )
 from pipeline.protocol import events as ev
+from pipeline.protocol.filetable import FileTable
 from pipeline.protocol.frames import PROTOCOL_VERSION
 from pipeline.protocol.outcome import Outcome
 from pipeline.protocol.receiver import ReceiverMachine
@@ -103,7 +104,7 @@ class ConnectionProcess:
         if p.role == "sender":
             self.machine = SenderMachine(
                 p.code,
-                p.files,
+                FileTable.unpack(p.files) if p.files is not None else FileTable(),
                 chunk_size=p.chunk_size,
                 window=p.window,
                 max_message_size=LOCAL_MAX_MESSAGE_SIZE,

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .frames import ControlFrame, FileEntry
+from .filetable import FileTable
+from .frames import ControlFrame
 from .outcome import Outcome
 
 
@@ -53,7 +54,7 @@ class Negotiated:
 class ManifestReady:
     """Receiver: the whole manifest arrived and passed validation; decide."""
 
-    files: tuple[FileEntry, ...]
+    files: FileTable
     chunk_size: int
     total_bytes: int
 

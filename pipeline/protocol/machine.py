@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from .errors import ErrorCode, RemoteProtocolError
 from .events import Output, SendControl, Terminated
+from .filetable import FileTable
 from .frames import (
     MAX_CONTROL_FRAME,
     PROTOCOL_VERSION,
@@ -22,7 +23,6 @@ from .frames import (
     ControlFrame,
     DataFrame,
     Error,
-    FileEntry,
     Hello,
     decode_control,
     decode_data,
@@ -34,7 +34,7 @@ from .verdicts import Verdicts
 class MachineBase:
     role: str = ""
 
-    files: tuple[FileEntry, ...]
+    files: FileTable
     verdicts: Verdicts
 
     def __init__(self, session: str, max_message_size: int) -> None:

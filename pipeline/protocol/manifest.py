@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from .errors import LocalProtocolError, RemoteProtocolError
+from .filetable import FileTable
 from .frames import (
     DATA_HEADER_LEN,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -149,7 +150,7 @@ class ManifestAssembler:
         self._total_files = 0
         self._total_bytes = 0
         self._bytes_seen = 0
-        self._entries: list[FileEntry] = []
+        self._entries = FileTable()
         self._complete = False
         self._failed = False
 
@@ -168,7 +169,7 @@ class ManifestAssembler:
         """Announced total size of all files (0 before part 0)."""
         return self._total_bytes
 
-    def add(self, part: Manifest) -> tuple[FileEntry, ...] | None:
+    def add(self, part: Manifest) -> FileTable | None:
         """Take the next part; return the whole file list after the last one."""
         if self._failed:
             raise LocalProtocolError("manifest assembler fed after it failed")
@@ -178,7 +179,7 @@ class ManifestAssembler:
             self._failed = True
             raise
 
-    def _add(self, part: Manifest) -> tuple[FileEntry, ...] | None:
+    def _add(self, part: Manifest) -> FileTable | None:
         if self._complete:
             raise RemoteProtocolError(
                 "bad_manifest", f"manifest part {part.part} after the last part"
@@ -252,7 +253,7 @@ class ManifestAssembler:
             self._bytes_seen += entry.size
             self._entries.append(entry)
 
-    def _finish(self) -> tuple[FileEntry, ...]:
+    def _finish(self) -> FileTable:
         if len(self._entries) != self._total_files:
             raise RemoteProtocolError(
                 "bad_manifest",
@@ -263,6 +264,6 @@ class ManifestAssembler:
                 "bad_manifest",
                 f"manifest sizes sum to {self._bytes_seen}, total_bytes says {self._total_bytes}",
             )
-        validate_manifest_paths([entry.path for entry in self._entries])
+        validate_manifest_paths(self._entries.paths)
         self._complete = True
-        return tuple(self._entries)
+        return self._entries

@@ -38,6 +38,7 @@ from .events import (
     OpenFile,
     StoreChunk,
 )
+from .filetable import FileTable
 from .frames import (
     MAX_SACK_RANGES,
     Accept,
@@ -48,7 +49,6 @@ from .frames import (
     DoneAck,
     Error,
     FileEnd,
-    FileEntry,
     FileResult,
     Hello,
     Manifest,
@@ -114,7 +114,7 @@ class ReceiverMachine(MachineBase):
         self.max_files = max_files
         self.agent = agent
         self.state = ReceiverState.HELLO
-        self.files: tuple[FileEntry, ...] = ()
+        self.files = FileTable()
         self.chunk_size = 0
         self.total_bytes = 0
         self.total_chunks = 0
@@ -196,7 +196,7 @@ class ReceiverMachine(MachineBase):
         if held is None or seq in self._stored:
             raise RuntimeError(f"chunk_stored({seq}) for a frame not held")
         self._stored.add(seq)
-        self.bytes_stored += chunk_length(self.files[held[0]].size, self.chunk_size, held[1])
+        self.bytes_stored += chunk_length(self.files.size(held[0]), self.chunk_size, held[1])
         while self.cum in self._stored:
             self._stored.discard(self.cum)
             del self._beyond[self.cum]
@@ -298,11 +298,11 @@ class ReceiverMachine(MachineBase):
         self.files = files
         self._assembler = None
         self.chunk_size = frame.chunk_size
-        self.total_bytes = sum(f.size for f in files)
+        self.total_bytes = files.total_bytes
         self._progress = {}
         self._arrived = bytearray(len(files))
         self._verified_sha256 = bytearray(32 * len(files))
-        self.total_chunks = sum(chunk_count(f.size, self.chunk_size) for f in files)
+        self.total_chunks = sum(chunk_count(files.size(i), self.chunk_size) for i in range(len(files)))
         self.state = ReceiverState.DECIDING
         self._outbox.append(ManifestReady(files, self.chunk_size, self.total_bytes))
 
@@ -327,19 +327,19 @@ class ReceiverMachine(MachineBase):
         seq = frame.seq
         if frame.file_id >= len(self.files):
             raise RemoteProtocolError("protocol", f"DATA for file {frame.file_id}, manifest has {len(self.files)}")
-        entry = self.files[frame.file_id]
+        size = self.files.size(frame.file_id)
         progress = self._progress.get(frame.file_id)
         if progress is not None:
             count = progress.chunks
         else:
-            count = chunk_count(entry.size, self.chunk_size)
+            count = chunk_count(size, self.chunk_size)
             if not self._arrived[frame.file_id]:
                 progress = self._progress[frame.file_id] = _FileProgress(count, bytearray(count))
         if frame.chunk_index >= count:
             raise RemoteProtocolError(
                 "protocol", f"chunk {frame.chunk_index} of file {frame.file_id} beyond its {count} chunks"
             )
-        expected = chunk_length(entry.size, self.chunk_size, frame.chunk_index)
+        expected = chunk_length(size, self.chunk_size, frame.chunk_index)
         if len(frame.payload) != expected:
             raise RemoteProtocolError("protocol", f"chunk of {len(frame.payload)} bytes where {expected} expected")
         if frame.last != (frame.chunk_index == count - 1):
@@ -446,7 +446,7 @@ class ReceiverMachine(MachineBase):
                 self._finalizing.add(file_id)
                 self._outbox.append(FinalizeFile(file_id))
             return
-        path = self.files[file_id].path
+        path = self.files.path(file_id)
         self._outbox.append(DiscardFile(file_id))
         self._verdict(file_id, "mismatch", digest)
         if self._deferred_failure is None:

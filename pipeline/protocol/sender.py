@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import Negotiated, ReleaseChunk, SendData
+from .filetable import FileTable
 from .frames import (
     DATA_HEADER_LEN,
     Accept,
@@ -105,8 +106,8 @@ class SenderMachine(MachineBase):
         super().__init__(session, max_message_size)
         if window < 1:
             raise LocalProtocolError("window must be at least 1 frame")
-        self.files = tuple(files)
-        self.total_bytes = sum(f.size for f in self.files)
+        self.files = files if isinstance(files, FileTable) else FileTable(files)
+        self.total_bytes = self.files.total_bytes
         self.configured_chunk_size = chunk_size
         self.chunk_size = chunk_size
         self.window = window
@@ -162,14 +163,14 @@ class SenderMachine(MachineBase):
         """The reader filled buffer ``token`` with this chunk (files in order, chunks in order)."""
         if self.terminal:
             return
-        entry = self.files[file_id]
-        count = chunk_count(entry.size, self.chunk_size)
+        size = self.files.size(file_id)
+        count = chunk_count(size, self.chunk_size)
         if (
             chunk_index >= count
-            or length != chunk_length(entry.size, self.chunk_size, chunk_index)
+            or length != chunk_length(size, self.chunk_size, chunk_index)
             or last != (chunk_index == count - 1)
         ):
-            self.fail("io_error", f"{entry.path}: file changed while it was being read")
+            self.fail("io_error", f"{self.files.path(file_id)}: file changed while it was being read")
             return
         self._pending.append(_Chunk(file_id, chunk_index, length, last, token))
         self._pump()
@@ -333,7 +334,8 @@ class SenderMachine(MachineBase):
 
     def _flags_for_empty_files(self) -> bytearray:
         """One byte per file, 1 for the empty ones: they have no chunk to send."""
-        return bytearray(f.size == 0 for f in self.files)
+        sizes = self.files.size
+        return bytearray(sizes(i) == 0 for i in range(len(self.files)))
 
     def _send_manifest(self) -> None:
         for part in build_manifest_parts(self.files, self.chunk_size):
