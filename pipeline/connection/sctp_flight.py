@@ -16,9 +16,20 @@ machine, so the cap never holds a path below what it could carry: at 40 ms it is
 5 MB, more than aiortc ever has in flight; on a LAN or the same host (RTT of a
 millisecond or less) it is ``MIN_CAP``, 256 KiB. The RTT is the ICE consent
 check's (``ice_probe.measure_rtt``), taken right after connecting, before data
-queues up behind it. Without an RTT no cap is set. With ``follow`` (the ``auto``
-setting) the cap then follows the path RTT that ``sctp_path`` keeps from SCTP's own
-samples for the whole transfer (a windowed minimum, so our own queue cannot raise it).
+queues up behind it. Without an RTT no cap is set.
+
+With ``follow`` (the ``auto`` setting) the cap then follows the path's RTT for the
+whole transfer, measured by a **probe**: every ``PROBE_INTERVAL`` seconds the window
+is held at ``PROBE_FLIGHT`` (four packets) until the flight has drained to it, then
+for ``max(2 x RTT, PROBE_SAMPLE_TIME)`` more, and the smallest RTT sample aiortc
+takes in that time (``sctp_path.PathState.probe_min``) sets the cap; the window
+saved at the start is given back. The samples taken at full flight cannot set it:
+on a CPU-bound path (the same host, a LAN) the flight queues up in the peers'
+processes, a cap of 2 x 64 MB/s x RTT is always larger than the flight that built
+that RTT, and the cap grew without bound: on loopback a 3 GiB file's rate fell from
+20 to 7-10 MB/s as aiortc's sent queue passed 1,300 chunks (docs/performance.md §7).
+A probe costs about one RTT plus the sample time of reduced flight per interval
+(~1 % at 1 ms, ~3 % at 40 ms).
 
 Only ``_cwnd`` is lowered, after aiortc's own SACK handling ran: loss recovery,
 slow start and retransmission are aiortc's, unchanged. The wrapper is installed
@@ -32,7 +43,9 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from aiortc import RTCPeerConnection
@@ -46,6 +59,11 @@ MIN_CAP: Final = 256 * 1024
 RATE_ALLOWANCE: Final = 64_000_000  # bytes/s
 _CAP_ATTRIBUTE: Final = "_pxfer_flight_cap"
 _FOLLOW_ATTRIBUTE: Final = "_pxfer_flight_follow"
+_PROBE_ATTRIBUTE: Final = "_pxfer_flight_probe"
+PROBE_INTERVAL: Final = 4.0  # seconds between probes of the path RTT
+PROBE_FLIGHT: Final = 4 * 1200  # bytes: the window while probing (about four packets)
+PROBE_SAMPLE_TIME: Final = 0.02  # seconds, at least, of samples once drained
+PROBE_GIVE_UP: Final = 1.0  # seconds: a phase that takes longer ends the probe unmeasured
 _installed = False
 
 
@@ -64,6 +82,53 @@ def resolve(setting: str | int, rtt_s: float | None) -> int | None:
     if setting == "auto":
         return cap_for_rtt(rtt_s)
     return int(setting)
+
+
+@dataclass
+class Probe:
+    """One transport's RTT probe (follow mode): idle, draining or sampling."""
+
+    next_at: float
+    phase: str = "idle"
+    since: float = 0.0
+    saved_cwnd: int = 0
+    measured: int = 0  # probes that set the cap
+    last_rtt: float | None = None
+
+
+def step_probe(sctp: Any, probe: Probe, path: sctp_path.PathState, now: float) -> bool:
+    """Advance the probe after a SACK; True while it holds the window down."""
+    if probe.phase == "idle":
+        if now < probe.next_at:
+            return False
+        probe.phase, probe.since, probe.saved_cwnd = "draining", now, sctp._cwnd
+    if probe.phase == "draining":
+        # aiortc grows the window by a packet or so per SACK before sending: twice
+        # the probe's window is drained.
+        if sctp._flight_size > 2 * PROBE_FLIGHT:
+            if now - probe.since > PROBE_GIVE_UP:
+                return _end_probe(sctp, probe, path, now, None)
+            return True
+        probe.phase, probe.since = "sampling", now
+        path.probing, path.probe_min = True, None
+        return True
+    best = path.probe_min
+    if best is not None and now - probe.since >= max(2 * best, PROBE_SAMPLE_TIME):
+        return _end_probe(sctp, probe, path, now, best)
+    if now - probe.since > PROBE_GIVE_UP:
+        return _end_probe(sctp, probe, path, now, best)
+    return True
+
+
+def _end_probe(sctp: Any, probe: Probe, path: sctp_path.PathState, now: float, rtt: float | None) -> bool:
+    path.probing = False
+    probe.phase, probe.next_at = "idle", now + PROBE_INTERVAL
+    if rtt is not None:
+        setattr(sctp, _CAP_ATTRIBUTE, cap_for_rtt(rtt))
+        probe.measured += 1
+        probe.last_rtt = rtt
+    sctp._cwnd = max(sctp._cwnd, probe.saved_cwnd)
+    return False
 
 
 def problems() -> list[str]:
@@ -92,10 +157,12 @@ def install() -> bool:
     @functools.wraps(original)
     async def receive_sack_chunk(self: Any, chunk: Any) -> None:
         await original(self, chunk)
-        if getattr(self, _FOLLOW_ATTRIBUTE, False):
+        probe: Probe | None = getattr(self, _PROBE_ATTRIBUTE, None)
+        if probe is not None:
             path = sctp_path.state_of(self)
-            if path is not None and path.rtt is not None:
-                setattr(self, _CAP_ATTRIBUTE, cap_for_rtt(path.rtt))
+            if path is not None and step_probe(self, probe, path, time.monotonic()):
+                self._cwnd = min(self._cwnd, PROBE_FLIGHT)
+                return
         cap = getattr(self, _CAP_ATTRIBUTE, None)
         if cap is not None and self._cwnd > cap:
             self._cwnd = cap
@@ -112,13 +179,14 @@ def set_cap(pc: RTCPeerConnection, cap: int | None, *, follow: bool = False) -> 
 
 
 def cap_transport(sctp: RTCSctpTransport, cap: int | None, *, follow: bool = False) -> int | None:
-    """:func:`set_cap` for one SCTP transport. With ``follow`` the cap is recomputed
-    after every SACK from the path RTT ``sctp_path`` tracks (it must be enabled on
+    """:func:`set_cap` for one SCTP transport. With ``follow`` the cap is set again
+    by each probe of the path RTT (:class:`Probe`; ``sctp_path`` must be enabled on
     ``sctp``), so a path whose RTT rises mid-transfer is not held to its old cap."""
     if not install():
         return None
     setattr(sctp, _CAP_ATTRIBUTE, cap)
-    setattr(sctp, _FOLLOW_ATTRIBUTE, follow)
+    setattr(sctp, _FOLLOW_ATTRIBUTE, follow)  # read by telemetry and tests
+    setattr(sctp, _PROBE_ATTRIBUTE, Probe(next_at=time.monotonic() + PROBE_INTERVAL) if follow else None)
     if cap is not None and getattr(sctp, "_cwnd", 0) > cap:
         sctp._cwnd = cap
     return cap

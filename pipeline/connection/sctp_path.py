@@ -83,8 +83,14 @@ class PathState:
     held_strikes: int = 0  # SACKs on which a recent retransmission was kept from a new one
     congestion_losses: int = 0  # fast recoveries left halved (queue seen)
     loss_response: bool = True
+    # While sctp_flight drains the flight to measure the path (its probe): the
+    # smallest sample taken meanwhile.
+    probing: bool = False
+    probe_min: float | None = None
 
     def sample(self, r: float, now: float) -> None:
+        if self.probing and (self.probe_min is None or r < self.probe_min):
+            self.probe_min = r
         if self.epoch_min is None or r < self.epoch_min:
             self.epoch_min = r
         if self.rtt is None or r < self.rtt:

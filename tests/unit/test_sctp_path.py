@@ -87,14 +87,16 @@ def test_random_loss_without_a_queue_keeps_the_window_and_every_byte_arrives() -
     assert sctp_path.RTO_MIN <= rto < 1.0
 
 
-async def _rtt_rise(monkeypatch: pytest.MonkeyPatch) -> tuple[bool, list[int | None], sctp_path.PathState | None]:
+async def _rtt_rise(monkeypatch: pytest.MonkeyPatch) -> tuple[bool, list[int | None], sctp_flight.Probe]:
     monkeypatch.setattr(sctp_path, "RTT_EPOCH", 0.2)
+    monkeypatch.setattr(sctp_flight, "PROBE_INTERVAL", 0.3)
     link = Link(LinkConditions(delay=0.0005), seed=9)
     client, server = await associate(link)
-    state = sctp_path.enable(client, loss_response=False)
+    sctp_path.enable(client, loss_response=False)
     sctp_flight.cap_transport(client, sctp_flight.cap_for_rtt(0.001), follow=True)
     caps: list[int | None] = []
     total = 6 * MiB
+    probe: sctp_flight.Probe = client._pxfer_flight_probe
 
     def progress(got: int) -> None:
         if got >= total // 4:
@@ -103,20 +105,17 @@ async def _rtt_rise(monkeypatch: pytest.MonkeyPatch) -> tuple[bool, list[int | N
 
     try:
         result = await transfer(client, server, total, on_progress=progress)
-        return bool(result.data), caps, state
+        return bool(result.data), caps, probe
     finally:
         await close(client, server)
 
 
 def test_the_flight_cap_follows_a_path_whose_rtt_rises(monkeypatch: pytest.MonkeyPatch) -> None:
-    ok, caps, state = asyncio.run(_rtt_rise(monkeypatch))
+    ok, caps, probe = asyncio.run(_rtt_rise(monkeypatch))
     assert ok
     assert caps[0] is not None and caps[0] < 2 * sctp_flight.MIN_CAP  # a ~1 ms path: near the LAN cap
-    assert state is not None and state.rtt is not None and state.rtt > 0.035
-    # After the rise the cap is the 40 ms path's (5 MB), not the 256 KiB set at connect.
-    # It is set from srtt on each SACK; SACKs after the last progress report move srtt
-    # (and so state.rtt) a few per cent more, hence "within 10 %", not equality.
-    want = sctp_flight.cap_for_rtt(state.rtt)
-    assert caps[-1] is not None and want is not None
-    assert abs(caps[-1] - want) <= 0.1 * want, (caps[-1], want)
+    # After the rise a probe measured the 40 ms path and set its cap (5 MB), not the
+    # 256 KiB set at connect.
+    assert probe.measured >= 1 and probe.last_rtt is not None and probe.last_rtt > 0.035
+    assert caps[-1] == sctp_flight.cap_for_rtt(probe.last_rtt)
     assert caps[-1] is not None and caps[-1] > 10 * sctp_flight.MIN_CAP
